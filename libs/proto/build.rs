@@ -63,6 +63,11 @@ fn main() {
         .build_server(true)
         .build_client(true)
         .build_transport(true)
+        // Services answer UNIMPLEMENTED for methods a crate does not override (never UNKNOWN,
+        // which makes flytekit start a login flow).
+        .generate_default_stubs(true)
+        // Ordered maps make encodings deterministic, so equal specs have equal bytes and digests.
+        .btree_map(".")
         .compile_fds(set)
         .unwrap_or_else(|e| fail(&format!("code generation failed: {e}")));
 }
