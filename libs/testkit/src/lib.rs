@@ -70,6 +70,20 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}_{}", &id[..12])
 }
 
+/// Creates an empty Postgres database with a unique name next to the dev one and returns its URL,
+/// so each test gets its own schema and tests run in parallel.
+pub async fn fresh_postgres_url(prefix: &str) -> String {
+    use sqlx::Connection;
+    let base = &deps().database_url;
+    let name = unique_name(prefix);
+    let mut conn = sqlx::PgConnection::connect(base)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {base}: {e} (run scripts/dev-deps.sh)"));
+    sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await.expect("create test database");
+    let (head, _) = base.rsplit_once('/').expect("database url has a path");
+    format!("{head}/{name}")
+}
+
 /// Parses `export KEY=VALUE` / `KEY=VALUE` lines (several assignments per line allowed), ignoring
 /// comments. Values are taken literally: the file is written by our own script without quoting.
 fn parse_env_file(text: &str) -> HashMap<String, String> {

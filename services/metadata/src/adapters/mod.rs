@@ -1,0 +1,3 @@
+//! I/O at the edge: the database.
+
+pub mod store;

@@ -1,0 +1,146 @@
+//! gRPC adapters: decode and validate -> app -> encode. No business logic here.
+
+use aloft_proto::flyteidl::admin as admin;
+use aloft_proto::flyteidl::core::ResourceType;
+use aloft_proto::flyteidl::service::{self as svc, admin_service_server::AdminService, data_proxy_service_server::DataProxyService};
+use tonic::{Request, Response, Status};
+
+use crate::app::App;
+
+type R<T> = Result<Response<T>, Status>;
+
+/// `flyteidl.service.AdminService`.
+#[derive(Clone)]
+pub struct Admin(pub App);
+
+/// `flyteidl.service.DataProxyService`.
+#[derive(Clone)]
+pub struct DataProxy(pub App);
+
+#[tonic::async_trait]
+impl AdminService for Admin {
+    async fn create_task(&self, r: Request<admin::TaskCreateRequest>) -> R<admin::TaskCreateResponse> {
+        let r = r.into_inner();
+        self.0.create_task(r.id, r.spec).await?;
+        Ok(Response::new(admin::TaskCreateResponse {}))
+    }
+
+    async fn get_task(&self, r: Request<admin::ObjectGetRequest>) -> R<admin::Task> {
+        Ok(Response::new(self.0.get_task(r.into_inner().id).await?))
+    }
+
+    async fn list_task_ids(&self, r: Request<admin::NamedEntityIdentifierListRequest>) -> R<admin::NamedEntityIdentifierList> {
+        let page = self.0.list_names(ResourceType::Task, &r.into_inner()).await?;
+        Ok(Response::new(admin::NamedEntityIdentifierList { entities: page.items, token: page.token }))
+    }
+
+    async fn list_tasks(&self, r: Request<admin::ResourceListRequest>) -> R<admin::TaskList> {
+        let page = self.0.list_entities(ResourceType::Task, &r.into_inner(), App::task_of).await?;
+        Ok(Response::new(admin::TaskList { tasks: page.items, token: page.token }))
+    }
+
+    async fn create_workflow(&self, r: Request<admin::WorkflowCreateRequest>) -> R<admin::WorkflowCreateResponse> {
+        let r = r.into_inner();
+        self.0.create_workflow(r.id, r.spec).await?;
+        Ok(Response::new(admin::WorkflowCreateResponse {}))
+    }
+
+    async fn get_workflow(&self, r: Request<admin::ObjectGetRequest>) -> R<admin::Workflow> {
+        Ok(Response::new(self.0.get_workflow(r.into_inner().id).await?))
+    }
+
+    async fn list_workflow_ids(&self, r: Request<admin::NamedEntityIdentifierListRequest>) -> R<admin::NamedEntityIdentifierList> {
+        let page = self.0.list_names(ResourceType::Workflow, &r.into_inner()).await?;
+        Ok(Response::new(admin::NamedEntityIdentifierList { entities: page.items, token: page.token }))
+    }
+
+    async fn list_workflows(&self, r: Request<admin::ResourceListRequest>) -> R<admin::WorkflowList> {
+        let page = self.0.list_entities(ResourceType::Workflow, &r.into_inner(), App::workflow_of).await?;
+        Ok(Response::new(admin::WorkflowList { workflows: page.items, token: page.token }))
+    }
+
+    async fn create_launch_plan(&self, r: Request<admin::LaunchPlanCreateRequest>) -> R<admin::LaunchPlanCreateResponse> {
+        let r = r.into_inner();
+        self.0.create_launch_plan(r.id, r.spec).await?;
+        Ok(Response::new(admin::LaunchPlanCreateResponse {}))
+    }
+
+    async fn get_launch_plan(&self, r: Request<admin::ObjectGetRequest>) -> R<admin::LaunchPlan> {
+        Ok(Response::new(self.0.get_launch_plan(r.into_inner().id).await?))
+    }
+
+    async fn get_active_launch_plan(&self, r: Request<admin::ActiveLaunchPlanRequest>) -> R<admin::LaunchPlan> {
+        Ok(Response::new(self.0.get_active_launch_plan(r.into_inner().id).await?))
+    }
+
+    async fn list_active_launch_plans(&self, r: Request<admin::ActiveLaunchPlanListRequest>) -> R<admin::LaunchPlanList> {
+        let page = self.0.list_active_launch_plans(&r.into_inner()).await?;
+        Ok(Response::new(admin::LaunchPlanList { launch_plans: page.items, token: page.token }))
+    }
+
+    async fn list_launch_plan_ids(&self, r: Request<admin::NamedEntityIdentifierListRequest>) -> R<admin::NamedEntityIdentifierList> {
+        let page = self.0.list_names(ResourceType::LaunchPlan, &r.into_inner()).await?;
+        Ok(Response::new(admin::NamedEntityIdentifierList { entities: page.items, token: page.token }))
+    }
+
+    async fn list_launch_plans(&self, r: Request<admin::ResourceListRequest>) -> R<admin::LaunchPlanList> {
+        let page = self.0.list_entities(ResourceType::LaunchPlan, &r.into_inner(), App::launch_plan_of).await?;
+        Ok(Response::new(admin::LaunchPlanList { launch_plans: page.items, token: page.token }))
+    }
+
+    async fn update_launch_plan(&self, r: Request<admin::LaunchPlanUpdateRequest>) -> R<admin::LaunchPlanUpdateResponse> {
+        let r = r.into_inner();
+        self.0.update_launch_plan(r.id, r.state).await?;
+        Ok(Response::new(admin::LaunchPlanUpdateResponse {}))
+    }
+
+    async fn register_project(&self, r: Request<admin::ProjectRegisterRequest>) -> R<admin::ProjectRegisterResponse> {
+        self.0.register_project(r.into_inner().project).await?;
+        Ok(Response::new(admin::ProjectRegisterResponse {}))
+    }
+
+    async fn update_project(&self, r: Request<admin::Project>) -> R<admin::ProjectUpdateResponse> {
+        self.0.update_project(r.into_inner()).await?;
+        Ok(Response::new(admin::ProjectUpdateResponse {}))
+    }
+
+    async fn get_project(&self, r: Request<admin::ProjectGetRequest>) -> R<admin::Project> {
+        Ok(Response::new(self.0.get_project(&r.into_inner().id).await?))
+    }
+
+    async fn list_projects(&self, r: Request<admin::ProjectListRequest>) -> R<admin::Projects> {
+        let r = r.into_inner();
+        let page = self.0.list_projects(r.limit, &r.token, &r.filters, r.sort_by.as_ref()).await?;
+        Ok(Response::new(admin::Projects { projects: page.items, token: page.token }))
+    }
+
+    async fn get_domains(&self, _r: Request<admin::GetDomainRequest>) -> R<admin::GetDomainsResponse> {
+        Ok(Response::new(admin::GetDomainsResponse { domains: self.0.get_domains() }))
+    }
+
+    async fn get_version(&self, _r: Request<admin::GetVersionRequest>) -> R<admin::GetVersionResponse> {
+        Ok(Response::new(admin::GetVersionResponse {
+            control_plane_version: Some(admin::Version {
+                build: "aloft".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                build_time: String::new(),
+            }),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl DataProxyService for DataProxy {
+    async fn create_upload_location(&self, r: Request<svc::CreateUploadLocationRequest>) -> R<svc::CreateUploadLocationResponse> {
+        Ok(Response::new(self.0.create_upload_location(&r.into_inner()).await?))
+    }
+
+    async fn create_download_location(&self, r: Request<svc::CreateDownloadLocationRequest>) -> R<svc::CreateDownloadLocationResponse> {
+        let r = r.into_inner();
+        let (signed_url, expires_at) = self.0.signed_download(&r.native_url, r.expires_in.as_ref()).await?;
+        Ok(Response::new(svc::CreateDownloadLocationResponse {
+            signed_url,
+            expires_at: Some(prost_types::Timestamp { seconds: expires_at, nanos: 0 }),
+        }))
+    }
+}

@@ -1,0 +1,112 @@
+//! Aloft metadata: the Flyte admin API that flytekit talks to.
+//!
+//! Owns the registry (tasks, compiled workflows, launch plans), projects and domains, and the data
+//! proxy (upload locations and signed URLs); it is the only service that reads or writes its
+//! database. Must not: run anything, or block on another service.
+
+pub mod adapters;
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod http;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use aloft_proto::flyteidl::service::admin_service_server::AdminServiceServer;
+use aloft_proto::flyteidl::service::data_proxy_service_server::DataProxyServiceServer;
+use aloft_runtime::Shutdown;
+use tokio::task::JoinHandle;
+
+pub use config::Config;
+
+/// Why the service could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database is unreachable or its migrations failed.
+    #[error("database_url: {0}")]
+    Database(error::Error),
+    /// The blob store is misconfigured or unreachable.
+    #[error("storage: {0}")]
+    Storage(aloft_blob::BlobError),
+    /// A listener could not be bound, or a server failed.
+    #[error(transparent)]
+    Serve(#[from] aloft_runtime::grpc::ServeError),
+    /// The HTTP server failed.
+    #[error("http server: {0}")]
+    Http(std::io::Error),
+    /// A server task panicked.
+    #[error("server task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A started service: where it listens, and the task to await.
+pub struct Running {
+    /// The gRPC address actually bound (useful with port 0).
+    pub grpc_addr: SocketAddr,
+    /// The HTTP address actually bound.
+    pub http_addr: SocketAddr,
+    /// The application state (for embedding and tests).
+    pub app: app::App,
+    /// Resolves when both servers have stopped.
+    pub task: JoinHandle<Result<(), StartError>>,
+}
+
+/// Connects to the database and store, binds both listeners and starts serving until `shutdown`
+/// is cancelled. Errors before serving (bad URL, port in use, database down) are returned here.
+pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, StartError> {
+    let store = adapters::store::Store::connect(&config.database_url).await.map_err(StartError::Database)?;
+    let blob = aloft_blob::BlobStore::from_config(&config.storage).await.map_err(StartError::Storage)?;
+    let grpc_listener = aloft_runtime::grpc::bind(&config.grpc.listen, "grpc.listen").await?;
+    let http_listener = aloft_runtime::grpc::bind(&config.http.listen, "http.listen").await?;
+    let grpc_addr = grpc_listener.local_addr().map_err(StartError::Http)?;
+    let http_addr = http_listener.local_addr().map_err(StartError::Http)?;
+    let signing_key = if config.http.signing_key.is_empty() {
+        use rand::RngCore;
+        let mut k = vec![0u8; 32];
+        rand::rng().fill_bytes(&mut k);
+        k
+    } else {
+        config.http.signing_key.clone().into_bytes()
+    };
+    let app = app::App {
+        store,
+        blob,
+        public_http_url: config.public_http_url(http_addr),
+        config: Arc::new(config),
+        signing_key: Arc::new(signing_key),
+    };
+
+    let (_health, mut routes) = aloft_runtime::grpc::health(&["flyteidl.service.AdminService", "flyteidl.service.DataProxyService"]);
+    routes = routes
+        .add_service(
+            AdminServiceServer::new(grpc::Admin(app.clone()))
+                .max_decoding_message_size(64 * 1024 * 1024)
+                .max_encoding_message_size(20 * 1024 * 1024),
+        )
+        .add_service(DataProxyServiceServer::new(grpc::DataProxy(app.clone())));
+    let grpc_task = tokio::spawn(aloft_runtime::grpc::serve(routes, grpc_listener, shutdown.clone()));
+    let router = http::router(app.clone());
+    let http_shutdown = shutdown.clone();
+    let http_task = tokio::spawn(async move {
+        axum::serve(http_listener, router).with_graceful_shutdown(http_shutdown.cancelled_owned()).await
+    });
+    tracing::info!(%grpc_addr, %http_addr, "metadata serving");
+    let task = tokio::spawn(async move {
+        let (g, h) = tokio::join!(grpc_task, http_task);
+        g??;
+        h?.map_err(StartError::Http)?;
+        Ok(())
+    });
+    Ok(Running { grpc_addr, http_addr, app, task })
+}
+
+/// Runs the service until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+    let token = aloft_runtime::shutdown::token_from(shutdown);
+    let running = start(config, token).await?;
+    running.task.await?
+}
