@@ -283,6 +283,39 @@ impl App {
         Ok(Page { items, token })
     }
 
+    /// ListNamedEntities: the names of one kind, as the console lists them.
+    pub async fn list_named_entities(&self, req: &admin::NamedEntityListRequest) -> Result<Page<admin::NamedEntity>> {
+        let kind = named_kind(req.resource_type)?;
+        let ids = self
+            .list_names(
+                kind,
+                &admin::NamedEntityIdentifierListRequest {
+                    project: req.project.clone(),
+                    domain: req.domain.clone(),
+                    limit: req.limit,
+                    token: req.token.clone(),
+                    sort_by: req.sort_by.clone(),
+                    filters: req.filters.clone(),
+                    org: String::new(),
+                },
+            )
+            .await?;
+        let items = ids.items.into_iter().map(|id| named_entity(kind, id)).collect();
+        Ok(Page { items, token: ids.token })
+    }
+
+    /// GetNamedEntity: NOT_FOUND unless at least one version of the name is registered.
+    pub async fn get_named_entity(&self, req: &admin::NamedEntityGetRequest) -> Result<admin::NamedEntity> {
+        let kind = named_kind(req.resource_type)?;
+        let id = ids::validate_named(req.id.as_ref(), true, "GetNamedEntity")?;
+        let q = ListQuery { filters: &[], order_by: "created_at DESC".into(), limit: 1, offset: 0 };
+        let rows = self.store.list_entities(kind as i32, &id.project, &id.domain, Some(&id.name), &q).await?;
+        if rows.is_empty() {
+            return Err(Error::not_found(format!("{} {}/{}/{} does not exist", ids::kind_name(kind), id.project, id.domain, id.name)));
+        }
+        Ok(named_entity(kind, id))
+    }
+
     /// Task templates for the compiler, by identifier; NOT an error when missing (the compiler names them).
     async fn load_tasks(&self, wanted: &[Identifier]) -> Result<HashMap<Identifier, TaskTemplate>> {
         let mut out = HashMap::new();
@@ -535,6 +568,25 @@ impl App {
             .append_pair("md5", &md5_hex)
             .append_pair("sig", &sig);
         url.to_string()
+    }
+}
+
+/// The entity kinds named entities exist for.
+fn named_kind(rt: i32) -> Result<ResourceType> {
+    match ResourceType::try_from(rt) {
+        Ok(k @ (ResourceType::Task | ResourceType::Workflow | ResourceType::LaunchPlan)) => Ok(k),
+        _ => Err(Error::invalid(format!("resource_type {rt} has no named entities (use TASK, WORKFLOW or LAUNCH_PLAN)"))),
+    }
+}
+
+fn named_entity(kind: ResourceType, id: NamedEntityIdentifier) -> admin::NamedEntity {
+    admin::NamedEntity {
+        resource_type: kind as i32,
+        id: Some(id),
+        metadata: Some(admin::NamedEntityMetadata {
+            description: String::new(),
+            state: admin::NamedEntityState::NamedEntityActive as i32,
+        }),
     }
 }
 

@@ -118,6 +118,15 @@ impl AdminService for Admin {
         Ok(Response::new(admin::GetDomainsResponse { domains: self.0.get_domains() }))
     }
 
+    async fn list_named_entities(&self, r: Request<admin::NamedEntityListRequest>) -> R<admin::NamedEntityList> {
+        let page = self.0.list_named_entities(&r.into_inner()).await?;
+        Ok(Response::new(admin::NamedEntityList { entities: page.items, token: page.token }))
+    }
+
+    async fn get_named_entity(&self, r: Request<admin::NamedEntityGetRequest>) -> R<admin::NamedEntity> {
+        Ok(Response::new(self.0.get_named_entity(&r.into_inner()).await?))
+    }
+
     async fn get_version(&self, _r: Request<admin::GetVersionRequest>) -> R<admin::GetVersionResponse> {
         Ok(Response::new(admin::GetVersionResponse {
             control_plane_version: Some(admin::Version {

@@ -178,3 +178,36 @@ both_backends!(unknown_projects_rejected_when_not_auto_created, |b| async move {
     assert_eq!(err.code(), Code::NotFound);
     assert_eq!(err.message(), "project `marketplace` is not registered");
 });
+
+both_backends!(named_entities, |b| async move {
+    let mut env = start(b, |_| {}).await;
+    register_basics(&mut env, "v1").await;
+    let list = env
+        .client
+        .list_named_entities(admin::NamedEntityListRequest {
+            resource_type: ResourceType::Task as i32,
+            project: PROJECT.into(),
+            domain: DOMAIN.into(),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut names: Vec<String> = list.entities.into_iter().map(|e| e.id.unwrap().name).collect();
+    names.sort();
+    assert_eq!(names, vec!["pipeline.t1", "pipeline.t2"]);
+    let got = env
+        .client
+        .get_named_entity(admin::NamedEntityGetRequest { resource_type: ResourceType::Workflow as i32, id: scope("pipeline.wf") })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.id.unwrap().name, "pipeline.wf");
+    let err = env
+        .client
+        .get_named_entity(admin::NamedEntityGetRequest { resource_type: ResourceType::Workflow as i32, id: scope("nope") })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+});
