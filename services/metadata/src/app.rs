@@ -33,6 +33,8 @@ pub struct App {
     pub signing_key: std::sync::Arc<Vec<u8>>,
     /// Base URL of our HTTP endpoint.
     pub public_http_url: String,
+    /// The bus, when executions are enabled.
+    pub bus: Option<aloft_bus::Bus>,
 }
 
 /// Current time in unix microseconds.
@@ -61,6 +63,10 @@ impl App {
     // ------------------------------------------------------------------ projects and domains
 
     /// Checks the domain is configured and the project exists (creating it when configured to).
+    pub(crate) async fn ensure_scope_public(&self, project: &str, domain: &str) -> Result<()> {
+        self.ensure_scope(project, domain).await
+    }
+
     async fn ensure_scope(&self, project: &str, domain: &str) -> Result<()> {
         if !self.config.projects.domains.iter().any(|d| d == domain) {
             return Err(Error::invalid(format!(

@@ -22,6 +22,8 @@ pub struct Config {
     pub projects: ProjectsConfig,
     /// Data proxy settings.
     pub data_proxy: DataProxyConfig,
+    /// NATS JetStream; without it the registry works and executions are refused.
+    pub bus: Option<aloft_bus::BusConfig>,
 }
 
 /// gRPC listener.
@@ -78,6 +80,7 @@ impl Default for Config {
             storage: BlobConfig::default(),
             projects: ProjectsConfig::default(),
             data_proxy: DataProxyConfig::default(),
+            bus: None,
         }
     }
 }
@@ -131,6 +134,9 @@ impl Validate for Config {
             return Err(ConfigError::invalid("http.public_url", format!("`{}` is not a URL", self.http.public_url)));
         }
         self.storage.validate().map_err(|e| ConfigError::invalid("storage", e.to_string()))?;
+        if let Some(bus) = &self.bus {
+            bus.validate().map_err(|e| ConfigError::invalid("bus", e.to_string()))?;
+        }
         Ok(())
     }
 }

@@ -127,6 +127,56 @@ impl AdminService for Admin {
         Ok(Response::new(self.0.get_named_entity(&r.into_inner()).await?))
     }
 
+    async fn create_execution(&self, r: Request<admin::ExecutionCreateRequest>) -> R<admin::ExecutionCreateResponse> {
+        let id = self.0.create_execution(r.into_inner()).await?;
+        Ok(Response::new(admin::ExecutionCreateResponse { id: Some(id) }))
+    }
+
+    async fn get_execution(&self, r: Request<admin::WorkflowExecutionGetRequest>) -> R<admin::Execution> {
+        Ok(Response::new(self.0.get_execution(r.into_inner().id).await?))
+    }
+
+    async fn list_executions(&self, r: Request<admin::ResourceListRequest>) -> R<admin::ExecutionList> {
+        let page = self.0.list_executions(&r.into_inner()).await?;
+        Ok(Response::new(admin::ExecutionList { executions: page.items, token: page.token }))
+    }
+
+    async fn get_execution_data(&self, r: Request<admin::WorkflowExecutionGetDataRequest>) -> R<admin::WorkflowExecutionGetDataResponse> {
+        Ok(Response::new(self.0.get_execution_data(r.into_inner().id).await?))
+    }
+
+    async fn terminate_execution(&self, r: Request<admin::ExecutionTerminateRequest>) -> R<admin::ExecutionTerminateResponse> {
+        let r = r.into_inner();
+        self.0.terminate_execution(r.id, r.cause).await?;
+        Ok(Response::new(admin::ExecutionTerminateResponse {}))
+    }
+
+    async fn get_node_execution(&self, r: Request<admin::NodeExecutionGetRequest>) -> R<admin::NodeExecution> {
+        Ok(Response::new(self.0.get_node_execution(r.into_inner().id).await?))
+    }
+
+    async fn list_node_executions(&self, r: Request<admin::NodeExecutionListRequest>) -> R<admin::NodeExecutionList> {
+        let page = self.0.list_node_executions(&r.into_inner()).await?;
+        Ok(Response::new(admin::NodeExecutionList { node_executions: page.items, token: page.token }))
+    }
+
+    async fn get_node_execution_data(&self, r: Request<admin::NodeExecutionGetDataRequest>) -> R<admin::NodeExecutionGetDataResponse> {
+        Ok(Response::new(self.0.get_node_execution_data(r.into_inner().id).await?))
+    }
+
+    async fn get_task_execution(&self, r: Request<admin::TaskExecutionGetRequest>) -> R<admin::TaskExecution> {
+        Ok(Response::new(self.0.get_task_execution(r.into_inner().id).await?))
+    }
+
+    async fn list_task_executions(&self, r: Request<admin::TaskExecutionListRequest>) -> R<admin::TaskExecutionList> {
+        let page = self.0.list_task_executions(&r.into_inner()).await?;
+        Ok(Response::new(admin::TaskExecutionList { task_executions: page.items, token: page.token }))
+    }
+
+    async fn get_task_execution_data(&self, r: Request<admin::TaskExecutionGetDataRequest>) -> R<admin::TaskExecutionGetDataResponse> {
+        Ok(Response::new(self.0.get_task_execution_data(r.into_inner().id).await?))
+    }
+
     async fn get_version(&self, _r: Request<admin::GetVersionRequest>) -> R<admin::GetVersionResponse> {
         Ok(Response::new(admin::GetVersionResponse {
             control_plane_version: Some(admin::Version {
@@ -142,6 +192,10 @@ impl AdminService for Admin {
 impl DataProxyService for DataProxy {
     async fn create_upload_location(&self, r: Request<svc::CreateUploadLocationRequest>) -> R<svc::CreateUploadLocationResponse> {
         Ok(Response::new(self.0.create_upload_location(&r.into_inner()).await?))
+    }
+
+    async fn get_data(&self, r: Request<svc::GetDataRequest>) -> R<svc::GetDataResponse> {
+        Ok(Response::new(self.0.get_data(&r.into_inner().flyte_url).await?))
     }
 
     async fn create_download_location(&self, r: Request<svc::CreateDownloadLocationRequest>) -> R<svc::CreateDownloadLocationResponse> {

@@ -11,6 +11,8 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod runs;
+mod sink;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -38,6 +40,9 @@ pub enum StartError {
     /// The HTTP server failed.
     #[error("http server: {0}")]
     Http(std::io::Error),
+    /// The bus is unreachable or misconfigured.
+    #[error("bus: {0}")]
+    Bus(aloft_bus::Error),
     /// A server task panicked.
     #[error("server task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -60,6 +65,14 @@ pub struct Running {
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, StartError> {
     let store = adapters::store::Store::connect(&config.database_url).await.map_err(StartError::Database)?;
     let blob = aloft_blob::BlobStore::from_config(&config.storage).await.map_err(StartError::Storage)?;
+    let bus = match &config.bus {
+        Some(b) => {
+            let bus = aloft_bus::Bus::connect(b.clone()).await.map_err(StartError::Bus)?;
+            bus.ensure().await.map_err(StartError::Bus)?;
+            Some(bus)
+        }
+        None => None,
+    };
     let grpc_listener = aloft_runtime::grpc::bind(&config.grpc.listen, "grpc.listen").await?;
     let http_listener = aloft_runtime::grpc::bind(&config.http.listen, "http.listen").await?;
     let grpc_addr = grpc_listener.local_addr().map_err(StartError::Http)?;
@@ -78,6 +91,11 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, StartE
         public_http_url: config.public_http_url(http_addr),
         config: Arc::new(config),
         signing_key: Arc::new(signing_key),
+        bus,
+    };
+    let sink_task = match &app.bus {
+        Some(bus) => Some(sink::spawn(app.clone(), bus.clone(), shutdown.clone()).await.map_err(StartError::Bus)?),
+        None => None,
     };
 
     let (_health, mut routes) = aloft_runtime::grpc::health(&["flyteidl.service.AdminService", "flyteidl.service.DataProxyService"]);
@@ -97,6 +115,9 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, StartE
     tracing::info!(%grpc_addr, %http_addr, "metadata serving");
     let task = tokio::spawn(async move {
         let (g, h) = tokio::join!(grpc_task, http_task);
+        if let Some(sink) = sink_task {
+            sink.await?;
+        }
         g??;
         h?.map_err(StartError::Http)?;
         Ok(())

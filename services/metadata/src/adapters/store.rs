@@ -409,3 +409,386 @@ fn redact(url: &str) -> String {
         _ => url.to_string(),
     }
 }
+
+/// One stored execution.
+#[derive(Debug, Clone)]
+pub struct ExecutionRow {
+    /// Project.
+    pub project: String,
+    /// Domain.
+    pub domain: String,
+    /// Name.
+    pub name: String,
+    /// Launch plan (or task) name.
+    pub launch_plan: String,
+    /// Workflow name.
+    pub workflow: String,
+    /// Phase.
+    pub phase: i32,
+    /// Execution mode.
+    pub mode: i32,
+    /// Encoded ExecutionSpec.
+    pub spec: Vec<u8>,
+    /// Encoded ExecutionClosure.
+    pub closure: Vec<u8>,
+    /// Where the merged inputs are.
+    pub inputs_uri: String,
+    /// Unix microseconds.
+    pub created_at: i64,
+    /// Unix microseconds.
+    pub updated_at: i64,
+    /// Optimistic-concurrency version.
+    pub version: i64,
+}
+
+/// Columns execution lists may filter and sort on.
+pub const EXECUTION_COLUMNS: &[Column] = &[
+    Column { field: "name", column: "name", integer: false },
+    Column { field: "phase", column: "phase", integer: true },
+    Column { field: "mode", column: "mode", integer: true },
+    Column { field: "launch_plan", column: "launch_plan", integer: false },
+    Column { field: "workflow", column: "workflow", integer: false },
+    Column { field: "created_at", column: "created_at", integer: true },
+    Column { field: "updated_at", column: "updated_at", integer: true },
+];
+
+/// Columns node-execution lists may filter and sort on.
+pub const NODE_COLUMNS: &[Column] = &[
+    Column { field: "node_id", column: "node_id", integer: false },
+    Column { field: "phase", column: "phase", integer: true },
+    Column { field: "created_at", column: "created_at", integer: true },
+    Column { field: "updated_at", column: "updated_at", integer: true },
+];
+
+/// Columns task-execution lists may filter and sort on.
+pub const TASK_COLUMNS: &[Column] = &[
+    Column { field: "retry_attempt", column: "retry_attempt", integer: true },
+    Column { field: "phase", column: "phase", integer: true },
+    Column { field: "created_at", column: "created_at", integer: true },
+    Column { field: "updated_at", column: "updated_at", integer: true },
+];
+
+const EXECUTION_FIELDS: &str =
+    "project, domain, name, launch_plan, workflow, phase, mode, spec, closure, inputs_uri, created_at, updated_at, version";
+
+/// A stored node execution.
+#[derive(Debug, Clone)]
+pub struct NodeRow {
+    /// Node id.
+    pub node_id: String,
+    /// Parent node id.
+    pub parent_id: String,
+    /// Phase.
+    pub phase: i32,
+    /// Input URI.
+    pub input_uri: String,
+    /// Encoded NodeExecutionClosure.
+    pub closure: Vec<u8>,
+    /// Encoded NodeExecutionMetaData.
+    pub metadata: Vec<u8>,
+    /// Newest applied event, unix microseconds.
+    pub occurred_at: i64,
+    /// Unix microseconds.
+    pub created_at: i64,
+    /// Optimistic-concurrency version.
+    pub version: i64,
+}
+
+/// A stored task attempt.
+#[derive(Debug, Clone)]
+pub struct TaskRow {
+    /// Node id.
+    pub node_id: String,
+    /// Attempt.
+    pub retry_attempt: i32,
+    /// Encoded task Identifier.
+    pub task_id: Vec<u8>,
+    /// Phase.
+    pub phase: i32,
+    /// Phase version.
+    pub phase_version: i32,
+    /// Input URI.
+    pub input_uri: String,
+    /// Encoded TaskExecutionClosure.
+    pub closure: Vec<u8>,
+    /// Newest applied event, unix microseconds.
+    pub occurred_at: i64,
+    /// Unix microseconds.
+    pub created_at: i64,
+    /// Optimistic-concurrency version.
+    pub version: i64,
+}
+
+impl Store {
+    /// Inserts an execution; false when the name is taken.
+    pub async fn insert_execution(&self, e: &ExecutionRow) -> Result<bool> {
+        let sql = format!(
+            "INSERT INTO executions ({EXECUTION_FIELDS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0) \
+             ON CONFLICT DO NOTHING"
+        );
+        let done = sqlx::query(&sql)
+            .bind(&e.project)
+            .bind(&e.domain)
+            .bind(&e.name)
+            .bind(&e.launch_plan)
+            .bind(&e.workflow)
+            .bind(e.phase)
+            .bind(e.mode)
+            .bind(&e.spec)
+            .bind(&e.closure)
+            .bind(&e.inputs_uri)
+            .bind(e.created_at)
+            .bind(e.updated_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// One execution.
+    pub async fn get_execution(&self, project: &str, domain: &str, name: &str) -> Result<Option<ExecutionRow>> {
+        let sql = format!("SELECT {EXECUTION_FIELDS} FROM executions WHERE project = $1 AND domain = $2 AND name = $3");
+        let row = sqlx::query(&sql).bind(project).bind(domain).bind(name).fetch_optional(&self.pool).await?;
+        row.map(|r| execution_from_row(&r)).transpose()
+    }
+
+    /// Writes a new phase and closure if nobody changed the row since `version` was read.
+    pub async fn update_execution(&self, e: &ExecutionRow) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE executions SET phase = $4, closure = $5, updated_at = $6, version = version + 1 \
+             WHERE project = $1 AND domain = $2 AND name = $3 AND version = $7",
+        )
+        .bind(&e.project)
+        .bind(&e.domain)
+        .bind(&e.name)
+        .bind(e.phase)
+        .bind(&e.closure)
+        .bind(e.updated_at)
+        .bind(e.version)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// A page of executions of a project/domain.
+    pub async fn list_executions(&self, project: &str, domain: &str, q: &ListQuery<'_>) -> Result<Vec<ExecutionRow>> {
+        let (cond, vals) = filters::to_sql(q.filters, EXECUTION_COLUMNS, 3)?;
+        let sql = format!(
+            "SELECT {EXECUTION_FIELDS} FROM executions WHERE project = $1 AND domain = $2{cond} \
+             ORDER BY {}, name ASC LIMIT {} OFFSET {}",
+            q.order_by, q.limit, q.offset
+        );
+        let mut binds = vec![Value::Text(project.into()), Value::Text(domain.into())];
+        binds.extend(vals);
+        let rows = bind_all(sqlx::query(&sql), &binds).fetch_all(&self.pool).await?;
+        rows.iter().map(execution_from_row).collect()
+    }
+
+    /// One node execution.
+    pub async fn get_node(&self, project: &str, domain: &str, execution: &str, node_id: &str) -> Result<Option<NodeRow>> {
+        let row = sqlx::query(
+            "SELECT node_id, parent_id, phase, input_uri, closure, metadata, occurred_at, created_at, version \
+             FROM node_executions WHERE project = $1 AND domain = $2 AND execution = $3 AND node_id = $4",
+        )
+        .bind(project)
+        .bind(domain)
+        .bind(execution)
+        .bind(node_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| node_from_row(&r)).transpose()
+    }
+
+    /// Inserts a node execution (`version` None) or updates it if unchanged since `version`.
+    /// False when another writer got there first (the caller re-reads and re-applies).
+    pub async fn put_node(&self, project: &str, domain: &str, execution: &str, n: &NodeRow, now: i64) -> Result<bool> {
+        let done = if n.version < 0 {
+            sqlx::query(
+                "INSERT INTO node_executions (project, domain, execution, node_id, parent_id, phase, input_uri, closure, \
+                 metadata, occurred_at, created_at, updated_at, version) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, 0) ON CONFLICT DO NOTHING",
+            )
+            .bind(project)
+            .bind(domain)
+            .bind(execution)
+            .bind(&n.node_id)
+            .bind(&n.parent_id)
+            .bind(n.phase)
+            .bind(&n.input_uri)
+            .bind(&n.closure)
+            .bind(&n.metadata)
+            .bind(n.occurred_at)
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+        } else {
+            sqlx::query(
+                "UPDATE node_executions SET phase = $5, input_uri = $6, closure = $7, metadata = $8, occurred_at = $9, \
+                 updated_at = $10, version = version + 1 \
+                 WHERE project = $1 AND domain = $2 AND execution = $3 AND node_id = $4 AND version = $11",
+            )
+            .bind(project)
+            .bind(domain)
+            .bind(execution)
+            .bind(&n.node_id)
+            .bind(n.phase)
+            .bind(&n.input_uri)
+            .bind(&n.closure)
+            .bind(&n.metadata)
+            .bind(n.occurred_at)
+            .bind(now)
+            .bind(n.version)
+            .execute(&self.pool)
+            .await?
+        };
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// A page of node executions under `parent_id` ('' = top level).
+    pub async fn list_nodes(&self, project: &str, domain: &str, execution: &str, parent_id: &str, q: &ListQuery<'_>) -> Result<Vec<NodeRow>> {
+        let (cond, vals) = filters::to_sql(q.filters, NODE_COLUMNS, 5)?;
+        let sql = format!(
+            "SELECT node_id, parent_id, phase, input_uri, closure, metadata, occurred_at, created_at, version \
+             FROM node_executions WHERE project = $1 AND domain = $2 AND execution = $3 AND parent_id = $4{cond} \
+             ORDER BY {}, node_id ASC LIMIT {} OFFSET {}",
+            q.order_by, q.limit, q.offset
+        );
+        let mut binds = vec![
+            Value::Text(project.into()),
+            Value::Text(domain.into()),
+            Value::Text(execution.into()),
+            Value::Text(parent_id.into()),
+        ];
+        binds.extend(vals);
+        let rows = bind_all(sqlx::query(&sql), &binds).fetch_all(&self.pool).await?;
+        rows.iter().map(node_from_row).collect()
+    }
+
+    /// One task attempt.
+    pub async fn get_task_execution(&self, project: &str, domain: &str, execution: &str, node_id: &str, attempt: i32) -> Result<Option<TaskRow>> {
+        let row = sqlx::query(
+            "SELECT node_id, retry_attempt, task_id, phase, phase_version, input_uri, closure, occurred_at, created_at, version \
+             FROM task_executions WHERE project = $1 AND domain = $2 AND execution = $3 AND node_id = $4 AND retry_attempt = $5",
+        )
+        .bind(project)
+        .bind(domain)
+        .bind(execution)
+        .bind(node_id)
+        .bind(attempt)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| task_from_row(&r)).transpose()
+    }
+
+    /// Inserts (`version` < 0) or updates a task attempt with the same concurrency rule as nodes.
+    pub async fn put_task_execution(&self, project: &str, domain: &str, execution: &str, t: &TaskRow, now: i64) -> Result<bool> {
+        let done = if t.version < 0 {
+            sqlx::query(
+                "INSERT INTO task_executions (project, domain, execution, node_id, retry_attempt, task_id, phase, phase_version, \
+                 input_uri, closure, occurred_at, created_at, updated_at, version) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, 0) ON CONFLICT DO NOTHING",
+            )
+            .bind(project)
+            .bind(domain)
+            .bind(execution)
+            .bind(&t.node_id)
+            .bind(t.retry_attempt)
+            .bind(&t.task_id)
+            .bind(t.phase)
+            .bind(t.phase_version)
+            .bind(&t.input_uri)
+            .bind(&t.closure)
+            .bind(t.occurred_at)
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+        } else {
+            sqlx::query(
+                "UPDATE task_executions SET phase = $6, phase_version = $7, input_uri = $8, closure = $9, occurred_at = $10, \
+                 updated_at = $11, version = version + 1 \
+                 WHERE project = $1 AND domain = $2 AND execution = $3 AND node_id = $4 AND retry_attempt = $5 AND version = $12",
+            )
+            .bind(project)
+            .bind(domain)
+            .bind(execution)
+            .bind(&t.node_id)
+            .bind(t.retry_attempt)
+            .bind(t.phase)
+            .bind(t.phase_version)
+            .bind(&t.input_uri)
+            .bind(&t.closure)
+            .bind(t.occurred_at)
+            .bind(now)
+            .bind(t.version)
+            .execute(&self.pool)
+            .await?
+        };
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// A page of the attempts of one node.
+    pub async fn list_task_executions(&self, project: &str, domain: &str, execution: &str, node_id: &str, q: &ListQuery<'_>) -> Result<Vec<TaskRow>> {
+        let (cond, vals) = filters::to_sql(q.filters, TASK_COLUMNS, 5)?;
+        let sql = format!(
+            "SELECT node_id, retry_attempt, task_id, phase, phase_version, input_uri, closure, occurred_at, created_at, version \
+             FROM task_executions WHERE project = $1 AND domain = $2 AND execution = $3 AND node_id = $4{cond} \
+             ORDER BY {}, retry_attempt ASC LIMIT {} OFFSET {}",
+            q.order_by, q.limit, q.offset
+        );
+        let mut binds = vec![
+            Value::Text(project.into()),
+            Value::Text(domain.into()),
+            Value::Text(execution.into()),
+            Value::Text(node_id.into()),
+        ];
+        binds.extend(vals);
+        let rows = bind_all(sqlx::query(&sql), &binds).fetch_all(&self.pool).await?;
+        rows.iter().map(task_from_row).collect()
+    }
+}
+
+fn execution_from_row(r: &AnyRow) -> Result<ExecutionRow> {
+    Ok(ExecutionRow {
+        project: r.try_get(0)?,
+        domain: r.try_get(1)?,
+        name: r.try_get(2)?,
+        launch_plan: r.try_get(3)?,
+        workflow: r.try_get(4)?,
+        phase: r.try_get(5)?,
+        mode: r.try_get(6)?,
+        spec: r.try_get(7)?,
+        closure: r.try_get(8)?,
+        inputs_uri: r.try_get(9)?,
+        created_at: r.try_get(10)?,
+        updated_at: r.try_get(11)?,
+        version: r.try_get(12)?,
+    })
+}
+
+fn node_from_row(r: &AnyRow) -> Result<NodeRow> {
+    Ok(NodeRow {
+        node_id: r.try_get(0)?,
+        parent_id: r.try_get(1)?,
+        phase: r.try_get(2)?,
+        input_uri: r.try_get(3)?,
+        closure: r.try_get(4)?,
+        metadata: r.try_get(5)?,
+        occurred_at: r.try_get(6)?,
+        created_at: r.try_get(7)?,
+        version: r.try_get(8)?,
+    })
+}
+
+fn task_from_row(r: &AnyRow) -> Result<TaskRow> {
+    Ok(TaskRow {
+        node_id: r.try_get(0)?,
+        retry_attempt: r.try_get(1)?,
+        task_id: r.try_get(2)?,
+        phase: r.try_get(3)?,
+        phase_version: r.try_get(4)?,
+        input_uri: r.try_get(5)?,
+        closure: r.try_get(6)?,
+        occurred_at: r.try_get(7)?,
+        created_at: r.try_get(8)?,
+        version: r.try_get(9)?,
+    })
+}
