@@ -92,12 +92,19 @@ pub fn parse_flyte_url(url: &str) -> Result<FlyteUrl> {
         parts.drain(..2);
     }
     let seg_ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    let kind_at = parts.iter().position(|p| matches!(*p, "i" | "o" | "d")).ok_or_else(|| bad("missing i, o or d"))?;
+    // The kind follows the node (index 4) or the attempt (index 5); project or domain may be "d".
+    let is_kind = |i: usize| parts.get(i).is_some_and(|p| matches!(*p, "i" | "o" | "d"));
+    let kind_at = if is_kind(4) {
+        4
+    } else if is_kind(5) {
+        5
+    } else {
+        return Err(bad("expected <project>/<domain>/<execution>/<node>[/<attempt>]/<i|o|d>"));
+    };
     let (head, tail) = parts.split_at(kind_at);
     let (attempt, head) = match head.len() {
         4 => (None, head),
-        5 => (Some(head[4].parse::<u32>().map_err(|_| bad("attempt must be a number"))?), &head[..4]),
-        _ => return Err(bad("expected <project>/<domain>/<execution>/<node>[/<attempt>]")),
+        _ => (Some(head[4].parse::<u32>().map_err(|_| bad("attempt must be a number"))?), &head[..4]),
     };
     if !head.iter().all(|s| seg_ok(s)) {
         return Err(bad("segments may only contain letters, digits, - and _"));
