@@ -358,7 +358,8 @@ impl App {
     /// CreateWorkflow: compile, then store the spec as sent and the compiled closure.
     pub async fn create_workflow(&self, id: Option<Identifier>, spec: Option<WorkflowSpec>) -> Result<()> {
         let id = ids::validate(id.as_ref(), ResourceType::Workflow, "CreateWorkflow")?;
-        let spec = spec.ok_or_else(|| Error::invalid(format!("workflow {}: spec is missing", ids::display(&id))))?;
+        let mut spec = spec.ok_or_else(|| Error::invalid(format!("workflow {}: spec is missing", ids::display(&id))))?;
+        registry::normalize_workflow(&mut spec);
         registry::validate_workflow(&id, &spec)?;
         self.ensure_scope(&id.project, &id.domain).await?;
         let encoded = spec.encode_to_vec();

@@ -88,6 +88,46 @@ pub fn validate_workflow(id: &Identifier, spec: &WorkflowSpec) -> Result<()> {
     }
 }
 
+/// Puts a workflow spec in canonical form before it is digested and stored: every node's
+/// `upstream_node_ids` sorted and deduplicated. flytekit builds that list from a Python `set`
+/// (`list(set(nodes))` in `flytekit/core/promise.py`), so unchanged code serializes it in varying
+/// order; FlyteAdmin's compiler sorts it for the same reason (flytepropeller#323).
+pub fn normalize_workflow(spec: &mut WorkflowSpec) {
+    use aloft_proto::flyteidl::core::{Node, WorkflowTemplate, if_else_block, node::Target};
+    fn node(n: &mut Node) {
+        n.upstream_node_ids.sort();
+        n.upstream_node_ids.dedup();
+        match n.target.as_mut() {
+            Some(Target::BranchNode(b)) => {
+                let Some(ie) = b.if_else.as_mut() else { return };
+                let cases = ie.case.iter_mut().map(|c| &mut **c).chain(ie.other.iter_mut());
+                for then in cases.filter_map(|c| c.then_node.as_deref_mut()) {
+                    node(then);
+                }
+                if let Some(if_else_block::Default::ElseNode(e)) = ie.default.as_mut() {
+                    node(e);
+                }
+            }
+            Some(Target::ArrayNode(a)) => {
+                if let Some(sub) = a.node.as_deref_mut() {
+                    node(sub);
+                }
+            }
+            _ => {}
+        }
+    }
+    fn template(t: &mut WorkflowTemplate) {
+        t.nodes.iter_mut().for_each(node);
+        if let Some(f) = t.failure_node.as_mut() {
+            node(f);
+        }
+    }
+    if let Some(t) = spec.template.as_mut() {
+        template(t);
+    }
+    spec.sub_workflows.iter_mut().for_each(template);
+}
+
 /// What differs between two workflow specs.
 pub fn workflow_differences(a: &WorkflowSpec, b: &WorkflowSpec) -> Vec<&'static str> {
     let (ta, tb) = (a.template.clone().unwrap_or_default(), b.template.clone().unwrap_or_default());
@@ -229,7 +269,9 @@ fn validate_schedule(
 fn check_cron(lp: &str, expr: &str, fields: usize) -> Result<()> {
     const ALIASES: &[&str] = &["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"];
     let e = expr.trim();
-    if ALIASES.contains(&e) || e.starts_with("@every ") {
+    // flytekit's CronSchedule also accepts the aliases without the `@` ("daily", "hourly")
+    let with_at = format!("@{}", e.trim_start_matches('@'));
+    if ALIASES.contains(&with_at.as_str()) || e.starts_with("@every ") {
         return Ok(());
     }
     let parts: Vec<&str> = e.split_whitespace().collect();
@@ -252,6 +294,7 @@ mod tests {
     fn cron_check() {
         assert!(check_cron("lp", "*/5 * * * *", 5).is_ok());
         assert!(check_cron("lp", "@hourly", 5).is_ok());
+        assert!(check_cron("lp", "daily", 5).is_ok());
         assert!(check_cron("lp", "0 0 * * * ?", 6).is_ok());
         assert_eq!(
             check_cron("lp", "every minute", 5).unwrap_err().to_string(),
