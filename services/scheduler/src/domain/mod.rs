@@ -1,0 +1,8 @@
+//! The scheduler's pure core: the workflow plan, binding resolution and the state machine.
+
+pub mod bindings;
+pub mod machine;
+pub mod plan;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,145 @@
+//! Aloft scheduler: the state of running executions.
+//!
+//! Owns (as the architecture grows into it): which nodes of each running execution are ready,
+//! done or retrying, kept in a JetStream key-value bucket updated with compare-and-set so any
+//! replica can handle any event; launch-plan schedules. It consumes execute and abort commands
+//! and task results, and publishes task runs and workflow/node events. Must not: run tasks, read
+//! another service's database, or call another service directly.
+//!
+//! Today it runs workflows made of task nodes (any DAG, retries, failure policies, parallelism
+//! limits, aborts); branch, sub-workflow, launch-plan, array, gate and dynamic nodes fail the
+//! execution with a message saying so. See docs/execution-protocol.md for the messages.
+
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod error;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use aloft_bus::{Bus, StreamKind};
+use aloft_runtime::Shutdown;
+use tokio::task::JoinHandle;
+
+pub use config::Config;
+pub use error::Error;
+
+/// Durable consumer on the commands stream. Every replica uses this one name, so each command
+/// goes to exactly one replica.
+pub const CONSUMER: &str = "scheduler";
+
+/// Durable consumer of task events (results of attempts), shared by all replicas.
+pub const EVENTS_CONSUMER: &str = "scheduler-task-events";
+
+/// The name this service reports as SERVING on the gRPC health service (besides `""`, the
+/// whole server).
+pub const HEALTH_SERVICE: &str = "aloft.scheduler";
+
+/// A started scheduler.
+#[derive(Debug)]
+pub struct Running {
+    /// The health address actually bound (useful with port 0).
+    pub health_addr: SocketAddr,
+    /// The stream the durable consumer reads.
+    pub stream: String,
+    /// The durable consumer's name.
+    pub consumer: String,
+    /// Resolves once the health server has stopped and the NATS connection is drained.
+    pub task: JoinHandle<Result<(), Error>>,
+}
+
+/// Binds the health listener, connects to NATS, ensures the topology and the durable consumer,
+/// then serves health until `shutdown` is cancelled. Start-up failures (port taken, NATS
+/// unreachable, stream refused) are returned here, before anything is served.
+pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error> {
+    let listener = aloft_runtime::grpc::bind(&config.health.listen, "health.listen").await?;
+    let health_addr = listener.local_addr().map_err(Error::LocalAddr)?;
+
+    let bus = Bus::connect(config.bus.clone()).await?;
+    bus.ensure().await?;
+    let filters = [bus.topology().execute_subject(), bus.topology().abort_subject()];
+    let consumer = bus.consumer(CONSUMER, &filters, StreamKind::Commands).await?;
+    let (stream, consumer_name) = (consumer.stream().to_string(), consumer.name().to_string());
+
+    let events = bus
+        .consumer(EVENTS_CONSUMER, &[bus.topology().events_filter(Some(aloft_bus::EventKind::Task), None, None)], StreamKind::Events)
+        .await?;
+    let blob = aloft_blob::BlobStore::from_config(&config.storage).await?;
+    let kv = bus.kv_bucket("executions").await?;
+    let app = app::App::new(bus.clone(), kv, blob, config.queue.clone(), config.system_retries);
+    let commands_loop = tokio::spawn(consume(app.clone(), consumer, shutdown.clone()));
+    let events_loop = tokio::spawn(consume(app, events, shutdown.clone()));
+
+    let (reporter, routes) = aloft_runtime::grpc::health(&[]);
+    // Awaited here rather than left to a background task, so the first probe already sees it.
+    reporter.set_service_status(HEALTH_SERVICE, tonic_health::ServingStatus::Serving).await;
+
+    tracing::info!(
+        %health_addr, url = %config.bus.url, %stream, consumer = %consumer_name,
+        "scheduler ready"
+    );
+    let task = tokio::spawn(async move {
+        let served = aloft_runtime::grpc::serve(routes, listener, shutdown).await;
+        // Both loops finish the message in hand before returning.
+        let _ = commands_loop.await;
+        let _ = events_loop.await;
+        if let Err(e) = bus.client().drain().await {
+            tracing::warn!(error = %e, "cannot drain the nats connection");
+        }
+        tracing::info!("scheduler stopped");
+        served.map_err(Error::from)
+    });
+    Ok(Running { health_addr, stream, consumer: consumer_name, task })
+}
+
+/// Pulls messages and applies them until `shutdown`. A message is acked only after its effects and
+/// the new state are stored; a failure naks it with a delay, so it is retried, not lost.
+async fn consume(app: app::App, consumer: aloft_bus::Consumer, shutdown: Shutdown) {
+    use std::time::Duration;
+    loop {
+        let batch = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            b = consumer.fetch(32, Duration::from_secs(1)) => b,
+        };
+        let deliveries = match batch {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, consumer = consumer.name(), "fetch failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        for d in deliveries {
+            use aloft_proto::aloft::v1::envelope::Body;
+            let result = match &d.envelope().body {
+                Some(Body::Execute(cmd)) => app.execute(cmd).await,
+                Some(Body::Abort(cmd)) => app.abort(cmd).await,
+                Some(Body::TaskEvent(ev)) => app.task_event(ev).await,
+                _ => Ok(()),
+            };
+            match result {
+                Ok(()) => {
+                    if let Err(e) = d.ack().await {
+                        tracing::warn!(error = %e, "ack failed; the message will be redelivered and found done");
+                    }
+                }
+                Err(error::Error::Corrupt(m)) => {
+                    tracing::error!(reason = %m, id = %d.envelope().id, "message cannot be applied; dropped");
+                    let _ = d.term().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, id = %d.envelope().id, "message not applied; retrying later");
+                    let _ = d.nak_with_delay(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Runs the scheduler until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    let token = aloft_runtime::shutdown::token_from(shutdown);
+    let running = start(config, token).await?;
+    running.task.await?
+}
