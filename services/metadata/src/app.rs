@@ -516,12 +516,12 @@ impl App {
         let target = upload::upload_target(req, &self.config.data_proxy.upload_prefix, &random)?;
         let native_url = self.blob.join(self.blob.root(), &target.key);
         // Both name and root given and the object exists with other content: refuse to overwrite.
-        if !req.filename.is_empty() && !req.filename_root.is_empty() {
-            if let (Some(want), Some(have)) = (target.md5, self.blob.md5(&native_url).await?) {
-                if hex::encode(want) != have {
-                    return Err(Error::AlreadyExists(format!("{native_url} already exists with different content")));
-                }
-            }
+        if !req.filename.is_empty()
+            && !req.filename_root.is_empty()
+            && let (Some(want), Some(have)) = (target.md5, self.blob.md5(&native_url).await?)
+            && hex::encode(want) != have
+        {
+            return Err(Error::AlreadyExists(format!("{native_url} already exists with different content")));
         }
         let expires_in = self.expiry(req.expires_in.as_ref());
         let expires_at = now_micros() / 1_000_000 + expires_in.as_secs() as i64;

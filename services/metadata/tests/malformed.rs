@@ -99,7 +99,6 @@ fn cases() -> Vec<(&'static str, Code, &'static str, Call)> {
         schedule: Some(admin::Schedule {
             schedule_expression: Some(admin::schedule::ScheduleExpression::CronSchedule(admin::CronSchedule { schedule: "*/5 * * * *".into(), offset: String::new() })),
             kickoff_time_input_arg: "x".into(),
-            ..Default::default()
         }),
         ..Default::default()
     });

@@ -36,6 +36,9 @@ struct Stored {
     state: ExecState,
 }
 
+/// A compiled closure and the plan derived from it (or why it cannot be run).
+type Loaded = (CompiledWorkflowClosure, Result<Plan, String>);
+
 /// Shared state of the scheduler's consumers.
 #[derive(Clone)]
 pub struct App {
@@ -50,7 +53,7 @@ pub struct App {
     /// Extra attempts for system failures.
     pub system_retries: u32,
     /// Compiled closures by URI: immutable, so cached forever (bounded by the number of running workflows).
-    closures: Arc<Mutex<HashMap<String, Arc<(CompiledWorkflowClosure, Result<Plan, String>)>>>>,
+    closures: Arc<Mutex<HashMap<String, Arc<Loaded>>>>,
 }
 
 fn key(id: &WorkflowExecutionIdentifier) -> String {
@@ -100,7 +103,7 @@ impl App {
         App { bus, kv, blob, queue, system_retries, closures: Arc::default() }
     }
 
-    async fn closure(&self, uri: &str) -> Result<Arc<(CompiledWorkflowClosure, Result<Plan, String>)>, Error> {
+    async fn closure(&self, uri: &str) -> Result<Arc<Loaded>, Error> {
         if let Some(c) = self.closures.lock().await.get(uri) {
             return Ok(c.clone());
         }
@@ -446,11 +449,7 @@ fn ignore_conflict(e: aloft_bus::Error) -> Result<u64, aloft_bus::Error> {
 fn collect_nodes(bindings: &[core::Binding], out: &mut Vec<String>) {
     fn walk(d: &core::BindingData, out: &mut Vec<String>) {
         match &d.value {
-            Some(core::binding_data::Value::Promise(p)) => {
-                if !out.contains(&p.node_id) {
-                    out.push(p.node_id.clone());
-                }
-            }
+            Some(core::binding_data::Value::Promise(p)) if !out.contains(&p.node_id) => out.push(p.node_id.clone()),
             Some(core::binding_data::Value::Collection(c)) => c.bindings.iter().for_each(|b| walk(b, out)),
             Some(core::binding_data::Value::Map(m)) => m.bindings.values().for_each(|b| walk(b, out)),
             _ => {}

@@ -203,10 +203,11 @@ async fn wait_for_end(env: &Env, exec: &WorkflowExecutionIdentifier, consumer_na
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while tokio::time::Instant::now() < deadline {
         for d in consumer.fetch(16, Duration::from_millis(500)).await? {
-            if let Some(Body::WorkflowEvent(ev)) = &d.envelope().body {
-                if ev.execution_id.as_ref() == Some(exec) && matches!(WfPhase::try_from(ev.phase), Ok(WfPhase::Succeeded | WfPhase::Failed | WfPhase::Aborted)) {
-                    return Ok(ev.phase);
-                }
+            if let Some(Body::WorkflowEvent(ev)) = &d.envelope().body
+                && ev.execution_id.as_ref() == Some(exec)
+                && matches!(WfPhase::try_from(ev.phase), Ok(WfPhase::Succeeded | WfPhase::Failed | WfPhase::Aborted))
+            {
+                return Ok(ev.phase);
             }
             d.ack().await?;
         }

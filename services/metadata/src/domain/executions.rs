@@ -264,11 +264,11 @@ pub fn apply_node_event(existing: Option<&NodeRecord>, ev: &NodeExecutionEvent) 
     let running = matches!(NodePhase::try_from(ev.phase), Ok(NodePhase::Running | NodePhase::DynamicRunning));
     let newer = fresh || node_rank(ev.phase) > node_rank(c.phase) || (ev.phase != c.phase && node_rank(ev.phase) == node_rank(c.phase));
     let mut changed = fresh;
-    if r.input_uri.is_empty() {
-        if let Some(node_execution_event::InputValue::InputUri(u)) = &ev.input_value {
-            r.input_uri = u.clone();
-            changed = true;
-        }
+    if r.input_uri.is_empty()
+        && let Some(node_execution_event::InputValue::InputUri(u)) = &ev.input_value
+    {
+        r.input_uri = u.clone();
+        changed = true;
     }
     if running && c.started_at.is_none() {
         c.started_at = at;
@@ -316,7 +316,7 @@ pub fn apply_node_event(existing: Option<&NodeRecord>, ev: &NodeExecutionEvent) 
                     checkpoint_uri: t.checkpoint_uri.clone(),
                 },
             ));
-            if !t.dynamic_workflow.is_none() {
+            if t.dynamic_workflow.is_some() {
                 c.dynamic_job_spec_uri = t.dynamic_workflow.as_ref().map(|d| d.dynamic_job_spec_uri.clone()).unwrap_or_default();
             }
         }
@@ -365,11 +365,11 @@ pub fn apply_task_event(existing: Option<&TaskRecord>, ev: &TaskExecutionEvent) 
         || task_rank(ev.phase) > task_rank(c.phase)
         || (task_rank(ev.phase) == task_rank(c.phase) && (ev.phase != c.phase || ev.phase_version > r.phase_version));
     let mut changed = fresh;
-    if r.input_uri.is_empty() {
-        if let Some(task_execution_event::InputValue::InputUri(u)) = &ev.input_value {
-            r.input_uri = u.clone();
-            changed = true;
-        }
+    if r.input_uri.is_empty()
+        && let Some(task_execution_event::InputValue::InputUri(u)) = &ev.input_value
+    {
+        r.input_uri = u.clone();
+        changed = true;
     }
     if ev.phase == TaskPhase::Running as i32 && c.started_at.is_none() {
         c.started_at = at;

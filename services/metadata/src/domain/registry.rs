@@ -174,8 +174,10 @@ pub fn validate_launch_plan(id: &Identifier, spec: &LaunchPlanSpec, wf: &TypedIn
         let wf_var = wf_inputs
             .get(name)
             .ok_or_else(|| Error::invalid(format!("launch plan {lp}: default input `{name}` is not an input of the workflow")))?;
-        if let (Some(pt), Some(wt)) = (param.var.as_ref().and_then(|v| v.r#type.as_ref()), wf_var.r#type.as_ref()) {
-            if !aloft_compiler::types_castable(pt, wt) {
+        if let (Some(pt), Some(wt)) = (param.var.as_ref().and_then(|v| v.r#type.as_ref()), wf_var.r#type.as_ref())
+            && !aloft_compiler::types_castable(pt, wt)
+        {
+            {
                 return Err(Error::invalid(format!(
                     "launch plan {lp}: default input `{name}` has type {} but the workflow expects {}",
                     aloft_compiler::describe_type(pt),

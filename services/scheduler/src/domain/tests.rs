@@ -210,12 +210,12 @@ proptest! {
         let mut successes: BTreeMap<String, u32> = BTreeMap::new();
         let mut finished = 0;
         let mut step = 0usize;
-        while let Some(_) = inflight.first() {
+        while !inflight.is_empty() {
             prop_assert!(par == 0 || inflight.len() as u32 <= par, "parallelism exceeded");
             let c = choices[step % choices.len()] as usize;
             step += 1;
             let (node, attempt) = inflight.remove(c % inflight.len());
-            let input = if c % 5 == 0 { failed(&node, attempt, false, true) } else { ok(&node, attempt) };
+            let input = if c.is_multiple_of(5) { failed(&node, attempt, false, true) } else { ok(&node, attempt) };
             let succeeded = matches!(&input, Input::Attempt { outcome: Outcome::Succeeded { .. }, .. });
             let fx = decide(&mut s, input, &p, limits);
             if succeeded { *successes.entry(node.clone()).or_default() += 1; }
