@@ -21,7 +21,7 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Run Aloft on this machine, in the foreground (today: the metadata service only).
+    /// Run Aloft on this machine, in the foreground: all five services and nats-server.
     #[command(long_about = UP_ABOUT)]
     Up(UpArgs),
     /// Print the version.
@@ -31,14 +31,11 @@ pub enum Command {
 const UP_ABOUT: &str = "\
 Run Aloft on this machine, in the foreground, until Ctrl-C.
 
-Today this starts the metadata service (the Flyte admin API: registry of tasks, workflows and
-launch plans, projects and domains, and the data proxy for uploads) with SQLite and a local blob
-store inside --data-dir, and writes a ready flytekit config to <data-dir>/flytekit.yaml. Data is
-kept across restarts.
-
-Not started yet: the scheduler, executor, notifier and lineage services. You can register and
-browse tasks, workflows and launch plans with pyflyte/flytectl, but executions (`pyflyte run
---remote`) are not available until those services arrive.";
+Starts a nats-server child process (JetStream, stored in --data-dir) and the five services in this
+process: metadata (the Flyte admin API with SQLite and a local blob store inside --data-dir),
+scheduler, executor (tasks run as local processes in the Python environment of --python-venv),
+notifier and lineage. Writes a ready flytekit config to <data-dir>/flytekit.yaml. Data is kept
+across restarts.";
 
 /// Flags of `aloft up`.
 #[derive(Debug, clap::Args)]
@@ -55,6 +52,16 @@ pub struct UpArgs {
     /// port.
     #[arg(long, default_value_t = 30081)]
     pub http_port: u16,
+    /// Port of the embedded nats-server on 127.0.0.1; 0 picks a free port.
+    #[arg(long, default_value_t = 30222)]
+    pub nats_port: u16,
+    /// The nats-server binary (default: ALOFT_NATS_SERVER, PATH, then the one scripts/dev-deps.sh installs).
+    #[arg(long)]
+    pub nats_server: Option<PathBuf>,
+    /// Python virtualenv with flytekit for running tasks (default: ALOFT_PYTHON_VENV, then the one
+    /// scripts/dev-deps.sh creates).
+    #[arg(long)]
+    pub python_venv: Option<PathBuf>,
 }
 
 /// Parses the command line and runs the command; the body of `main`.
@@ -71,7 +78,14 @@ pub fn main() -> ExitCode {
 }
 
 fn run_up(args: UpArgs) -> Result<(), crate::Error> {
-    let options = UpOptions { data_dir: args.data_dir, port: args.port, http_port: args.http_port };
+    let options = UpOptions {
+        data_dir: args.data_dir,
+        port: args.port,
+        http_port: args.http_port,
+        nats_port: args.nats_port,
+        nats_server: args.nats_server,
+        python_venv: args.python_venv,
+    };
     options.check()?;
     aloft_runtime::telemetry::init(aloft_runtime::telemetry::LogFormat::Text);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(crate::Error::Runtime)?;

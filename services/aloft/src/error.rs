@@ -38,6 +38,17 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The nats-server child process could not be started.
+    #[error("nats: {0}")]
+    Nats(String),
+    /// Another embedded service failed to start or stopped with an error.
+    #[error("{service}: {message}")]
+    Service {
+        /// Which service.
+        service: &'static str,
+        /// What it said.
+        message: String,
+    },
     /// The async runtime could not be built.
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),

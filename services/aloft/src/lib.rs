@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod error;
+pub mod nats;
 pub mod up;
 
 pub use error::Error;

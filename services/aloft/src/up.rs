@@ -1,10 +1,8 @@
 //! `aloft up`: Aloft on one machine, in the foreground.
 //!
-//! Today this runs the metadata service embedded, with SQLite and a local blob store inside the
-//! data directory, and writes a flytekit config that points at it. The scheduler, executor,
-//! notifier and lineage services join as their processing logic arrives (with a `nats-server`
-//! child process for the bus); until then executions cannot run, and `up` says so rather than
-//! accepting work it would never do.
+//! All five services run in this one process, built from the same libraries and talking over the
+//! same bus as a deployment: a `nats-server` child process with JetStream, SQLite and a local blob
+//! store inside the data directory. A flytekit config pointing at it is written at each start.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,6 +33,12 @@ pub struct UpOptions {
     pub port: u16,
     /// HTTP port (0: any free port).
     pub http_port: u16,
+    /// NATS port (0: any free port).
+    pub nats_port: u16,
+    /// The nats-server binary, if given.
+    pub nats_server: Option<PathBuf>,
+    /// The Python virtualenv with flytekit that tasks run in.
+    pub python_venv: Option<PathBuf>,
 }
 
 impl UpOptions {
@@ -105,40 +109,128 @@ pub fn banner(grpc: SocketAddr, http: SocketAddr, data_dir: &Path, flytekit: &Pa
         );
     }
     out.push_str(
-        "\nRunning: metadata (registry, projects and domains, data proxy).\n\
-         Not started yet: scheduler, executor, notifier, lineage. Registering works; executions\n\
-         (`pyflyte run --remote`) are not available yet.\n\
-         Ctrl-C stops aloft; the data directory is kept for the next `aloft up`.\n\n",
+        "\nRun a workflow with:\n\
+         \x20 pyflyte --config <flytekit config> run --remote --wait <file.py> <workflow> [--input value ...]\n\
+         \nRunning: metadata, scheduler, executor (tasks run as local processes), notifier, lineage,\n\
+         and nats-server. Ctrl-C stops aloft; the data directory is kept for the next `aloft up`.\n\n",
     );
     out
 }
 
-/// Runs `aloft up` until `shutdown` resolves: starts the metadata service, writes the flytekit
-/// config, prints the banner and waits.
+/// The Python environment tasks run in: the flag, `ALOFT_PYTHON_VENV`, then the venv that
+/// `scripts/dev-deps.sh` creates.
+pub fn find_python_venv(flag: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = flag {
+        return Some(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("ALOFT_PYTHON_VENV") {
+        return Some(PathBuf::from(p));
+    }
+    let home = std::env::var_os("HOME")?;
+    let dev = PathBuf::from(home).join(".cache/aloft/dev-deps/venv-flytekit-1.16.31");
+    dev.join("bin/pyflyte-execute").is_file().then_some(dev)
+}
+
+/// The bus settings every embedded service shares.
+pub fn bus_config(url: &str) -> aloft_bus::BusConfig {
+    aloft_bus::BusConfig { url: url.to_string(), ..Default::default() }
+}
+
+fn service_error(service: &'static str) -> impl Fn(String) -> Error {
+    move |message| Error::Service { service, message }
+}
+
+/// Runs `aloft up` until `shutdown` resolves: starts nats-server and the five services, writes
+/// the flytekit config, prints the banner and waits; then stops everything, nats-server last.
 pub async fn up(options: UpOptions, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
     options.check()?;
     let data_dir = prepare_data_dir(&options.data_dir)?;
+    let nats_bin = crate::nats::find_nats_server(options.nats_server.as_deref())?;
+    let venv = find_python_venv(options.python_venv.as_deref());
+    let nats = crate::nats::Nats::start(&nats_bin, &data_dir, options.nats_port).await?;
     let token = aloft_runtime::shutdown::token_from(shutdown);
-    let config = metadata_config(&data_dir, options.port, options.http_port);
+    let result = run_services(&options, &data_dir, &nats.url, venv, token.clone()).await;
+    token.cancel();
+    nats.stop().await;
+    result
+}
+
+async fn run_services(
+    options: &UpOptions,
+    data_dir: &Path,
+    nats_url: &str,
+    venv: Option<PathBuf>,
+    token: aloft_runtime::Shutdown,
+) -> Result<(), Error> {
+    let bus = bus_config(nats_url);
+    let storage = aloft_blob::BlobConfig::local(data_dir.join(STORE_DIR).display().to_string());
+    let mut config = metadata_config(data_dir, options.port, options.http_port);
+    config.bus = Some(bus.clone());
     let running = aloft_metadata::start(config, token.clone()).await?;
 
+    let loopback_any = "127.0.0.1:0".to_string();
+    let mut scheduler = aloft_scheduler::Config::default();
+    scheduler.bus = bus.clone();
+    scheduler.storage = storage.clone();
+    scheduler.health.listen = loopback_any.clone();
+    let scheduler = aloft_scheduler::start(scheduler, token.clone()).await.map_err(|e| service_error("scheduler")(e.to_string()))?;
+
+    let mut executor = aloft_executor::Config::default();
+    executor.bus = bus.clone();
+    executor.storage = storage.clone();
+    executor.health.listen = loopback_any.clone();
+    executor.scratch_dir = data_dir.join("scratch").display().to_string();
+    executor.python.venv = venv.as_ref().map(|v| v.display().to_string());
+    let executor = aloft_executor::start(executor, token.clone()).await.map_err(|e| service_error("executor")(e.to_string()))?;
+
+    let mut notifier = aloft_notifier::Config::default();
+    notifier.bus = bus.clone();
+    notifier.health.listen = loopback_any.clone();
+    let notifier = aloft_notifier::start(notifier, token.clone()).await.map_err(|e| service_error("notifier")(e.to_string()))?;
+
+    let mut lineage = aloft_lineage::Config::default();
+    lineage.bus = bus;
+    lineage.health.listen = loopback_any;
+    let lineage = aloft_lineage::start(lineage, token.clone()).await.map_err(|e| service_error("lineage")(e.to_string()))?;
+
     let flytekit = data_dir.join(FLYTEKIT_CONFIG);
+    // (the services above are stopped by `token` if writing the config fails)
     if let Err(e) = write_atomically(&flytekit, &flytekit_yaml(running.grpc_addr)) {
         // Without the file the person has nothing to point pyflyte at: stop rather than serve.
         token.cancel();
         let _ = running.task.await;
         return Err(e);
     }
-    print!("{}", banner(running.grpc_addr, running.http_addr, &data_dir, &flytekit));
-
-    match running.task.await {
-        Ok(Ok(())) => {
-            tracing::info!("aloft stopped");
-            Ok(())
-        }
-        Ok(Err(e)) => Err(Error::Metadata(e)),
-        Err(e) => Err(Error::Metadata(aloft_metadata::StartError::Join(e))),
+    print!("{}", banner(running.grpc_addr, running.http_addr, data_dir, &flytekit));
+    if venv.is_none() {
+        println!("warning: no Python environment with flytekit found (pass --python-venv or run scripts/dev-deps.sh);");
+        println!("         tasks will only find pyflyte-execute if it is on PATH.\n");
     }
+
+    // Any service stopping on its own (an error) stops the others.
+    let (meta, sched, exec, notif, lin) = tokio::join!(
+        async { let r = running.task.await; token.cancel(); r },
+        async { let r = scheduler.task.await; token.cancel(); r },
+        async { let r = executor.task.await; token.cancel(); r },
+        async { let r = notifier.task.await; token.cancel(); r },
+        async { let r = lineage.task.await; token.cancel(); r },
+    );
+    let flat = |name: &'static str, r: Result<Result<(), String>, tokio::task::JoinError>| match r {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(m)) => Err(Error::Service { service: name, message: m }),
+        Err(e) => Err(Error::Service { service: name, message: e.to_string() }),
+    };
+    match meta {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(Error::Metadata(e)),
+        Err(e) => return Err(Error::Metadata(aloft_metadata::StartError::Join(e))),
+    }
+    flat("scheduler", sched.map(|r| r.map_err(|e| e.to_string())))?;
+    flat("executor", exec.map(|r| r.map_err(|e| e.to_string())))?;
+    flat("notifier", notif.map(|r| r.map_err(|e| e.to_string())))?;
+    flat("lineage", lin.map(|r| r.map_err(|e| e.to_string())))?;
+    tracing::info!("aloft stopped");
+    Ok(())
 }
 
 /// Writes through a temporary file and a rename, so a reader (a person's pyflyte, a test waiting
@@ -178,14 +270,14 @@ mod tests {
         let default = banner("127.0.0.1:30080".parse().unwrap(), http, data, file);
         assert!(default.contains("pyflyte --config /d/flytekit.yaml register"));
         assert!(default.contains("localhost:30080"));
-        assert!(default.contains("Not started yet: scheduler, executor"));
+        assert!(default.contains("Running: metadata, scheduler, executor"));
         let other = banner("127.0.0.1:40000".parse().unwrap(), http, data, file);
         assert!(!other.contains("localhost:30080"));
     }
 
     #[test]
     fn same_port_twice_is_a_usage_error() {
-        let options = UpOptions { data_dir: "d".into(), port: 5000, http_port: 5000 };
+        let options = UpOptions { data_dir: "d".into(), port: 5000, http_port: 5000, nats_port: 0, nats_server: None, python_venv: None };
         let err = options.check().unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert_eq!(err.to_string(), "--port and --http-port are both 5000; they must differ");
