@@ -223,7 +223,7 @@ impl Executor {
             };
             let every = (self.config.bus.ack_wait / 3).max(Duration::from_millis(100));
             let keep_alive = delivery.keep_alive(every);
-            let outcome = self.attempt(&cmd, &id, &controls).await;
+            let outcome = self.attempt(&cmd, &id, &controls, delivery.delivered()).await;
             self.deregister(&id);
             drop(keep_alive);
             settle(delivery, outcome).await;

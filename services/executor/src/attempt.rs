@@ -85,8 +85,17 @@ impl Scratch {
 
 impl Executor {
     /// Runs the attempt and publishes its terminal event; returns how to settle the run.
-    pub(crate) async fn attempt(&self, cmd: &TaskRunCommand, id: &AttemptId, controls: &Controls) -> Settle {
+    pub(crate) async fn attempt(&self, cmd: &TaskRunCommand, id: &AttemptId, controls: &Controls, delivered: u64) -> Settle {
         let task = cmd.task.as_ref().expect("AttemptId::from_command checked the template");
+        // A redelivered run whose previous try already ended (its executor died before the terminal
+        // event was published or acked) reports that result instead of running the task again:
+        // a task must not run to completion twice.
+        if delivered > 1
+            && let Some(result) = self.previous_result(cmd).await
+        {
+            tracing::info!("redelivered run already finished; reporting its result");
+            return self.finish(cmd, id, result).await;
+        }
         let Some(container) = container(task) else {
             return self
                 .finish(
@@ -209,6 +218,21 @@ impl Executor {
             Some(result) => self.finish(cmd, id, result).await,
             None => Settle::Nak,
         }
+    }
+
+    /// The result a previous try of this attempt left in its output prefix, if it finished.
+    async fn previous_result(&self, cmd: &TaskRunCommand) -> Option<Outcome> {
+        let files = self.read_files(&cmd.output_prefix).await.ok()?;
+        if files.error.is_none() && !files.outputs && !files.futures {
+            return None;
+        }
+        let has_outputs = cmd
+            .task
+            .as_ref()
+            .and_then(|t| t.interface.as_ref())
+            .and_then(|i| i.outputs.as_ref())
+            .is_some_and(|o| !o.variables.is_empty());
+        outcome::decide(&ProcessEnd::Exited(0), &files, has_outputs, &cmd.output_prefix, "")
     }
 
     /// Scratch layout, stale results removed, inputs (when needed), command line and environment.
