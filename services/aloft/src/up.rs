@@ -169,28 +169,31 @@ async fn run_services(
     let running = aloft_metadata::start(config, token.clone()).await?;
 
     let loopback_any = "127.0.0.1:0".to_string();
-    let mut scheduler = aloft_scheduler::Config::default();
-    scheduler.bus = bus.clone();
-    scheduler.storage = storage.clone();
-    scheduler.health.listen = loopback_any.clone();
+    let scheduler = aloft_scheduler::Config {
+        bus: bus.clone(),
+        storage: storage.clone(),
+        health: aloft_scheduler::config::HealthConfig { listen: loopback_any.clone() },
+        ..Default::default()
+    };
     let scheduler = aloft_scheduler::start(scheduler, token.clone()).await.map_err(|e| service_error("scheduler")(e.to_string()))?;
 
-    let mut executor = aloft_executor::Config::default();
-    executor.bus = bus.clone();
-    executor.storage = storage.clone();
-    executor.health.listen = loopback_any.clone();
-    executor.scratch_dir = data_dir.join("scratch").display().to_string();
-    executor.python.venv = venv.as_ref().map(|v| v.display().to_string());
+    let executor = aloft_executor::Config {
+        bus: bus.clone(),
+        storage: storage.clone(),
+        health: aloft_executor::config::HealthConfig { listen: loopback_any.clone() },
+        scratch_dir: data_dir.join("scratch").display().to_string(),
+        python: aloft_executor::config::PythonConfig { venv: venv.as_ref().map(|v| v.display().to_string()) },
+        ..Default::default()
+    };
     let executor = aloft_executor::start(executor, token.clone()).await.map_err(|e| service_error("executor")(e.to_string()))?;
 
-    let mut notifier = aloft_notifier::Config::default();
-    notifier.bus = bus.clone();
-    notifier.health.listen = loopback_any.clone();
+    let notifier = aloft_notifier::Config {
+        bus: bus.clone(),
+        health: aloft_notifier::config::HealthConfig { listen: loopback_any.clone() },
+    };
     let notifier = aloft_notifier::start(notifier, token.clone()).await.map_err(|e| service_error("notifier")(e.to_string()))?;
 
-    let mut lineage = aloft_lineage::Config::default();
-    lineage.bus = bus;
-    lineage.health.listen = loopback_any;
+    let lineage = aloft_lineage::Config { bus, health: aloft_lineage::config::HealthConfig { listen: loopback_any } };
     let lineage = aloft_lineage::start(lineage, token.clone()).await.map_err(|e| service_error("lineage")(e.to_string()))?;
 
     let flytekit = data_dir.join(FLYTEKIT_CONFIG);
