@@ -89,7 +89,7 @@ pub struct Metadata {
     pub running: aloft_metadata::Running,
     /// Cancels both servers.
     pub shutdown: CancellationToken,
-    /// The local store's root directory.
+    /// The store's root as configured: a directory for the local store, `s3://...` for S3.
     pub store_root: PathBuf,
     /// A test that fails early still stops the servers.
     _stop_on_drop: tokio_util::sync::DropGuard,
@@ -99,16 +99,29 @@ impl Metadata {
     /// Starts the service on `database_url`, storing blobs under `store_root`.
     pub async fn start(database_url: &str, store_root: &Path) -> Result<Metadata> {
         std::fs::create_dir_all(store_root)?;
+        let storage = aloft_blob::BlobConfig::local(store_root.to_str().context("store path is not UTF-8")?);
+        Self::start_with(Self::config(database_url, storage)).await
+    }
+
+    /// The test configuration: both listeners on port 0, projects created on first use, no bus.
+    pub fn config(database_url: &str, storage: aloft_blob::BlobConfig) -> aloft_metadata::Config {
         let mut config = aloft_metadata::Config::default();
         config.grpc.listen = "127.0.0.1:0".into();
         config.http.listen = "127.0.0.1:0".into();
         config.database_url = database_url.to_string();
-        config.storage = aloft_blob::BlobConfig::local(store_root.to_str().context("store path is not UTF-8")?);
+        config.storage = storage;
         config.projects.auto_create = true;
+        config
+    }
+
+    /// Starts the service with `config` as given (for example with a bus or an S3 store).
+    /// `store_root` is the storage root as configured (a directory only for a local store).
+    pub async fn start_with(config: aloft_metadata::Config) -> Result<Metadata> {
+        let store_root = PathBuf::from(&config.storage.root);
         let shutdown = CancellationToken::new();
         let running = aloft_metadata::start(config, shutdown.clone()).await.context("starting aloft-metadata")?;
         let _stop_on_drop = shutdown.clone().drop_guard();
-        Ok(Metadata { running, shutdown, store_root: store_root.to_path_buf(), _stop_on_drop })
+        Ok(Metadata { running, shutdown, store_root, _stop_on_drop })
     }
 
     /// `127.0.0.1:PORT` of the gRPC side.
