@@ -299,12 +299,23 @@ impl Executor {
             per_retry_unique_key: &unique_key,
         };
         let work = scratch.work.to_string_lossy().into_owned();
-        let rendered = rewrite_dest_dir(render_all(&argv, &paths, inputs.as_ref())?, &work);
+        let mut rendered = rewrite_dest_dir(render_all(&argv, &paths, inputs.as_ref())?, &work);
 
         let raw = match (data_config, outputs) {
             (Some(data), Some(outputs)) => {
-                let input_dir = scratch.work.join(&data.input_path);
-                let output_dir = scratch.work.join(&data.output_path);
+                // flytekit's defaults are /var/inputs and /var/outputs, meant for a container's
+                // private filesystem: on the host they go under the attempt's scratch directory,
+                // and the command line is pointed there, so concurrent attempts never share them.
+                let input_dir = scratch.work.join(data.input_path.trim_start_matches('/'));
+                let output_dir = scratch.work.join(data.output_path.trim_start_matches('/'));
+                for (given, actual) in [(&data.input_path, &input_dir), (&data.output_path, &output_dir)] {
+                    if given.starts_with('/') {
+                        let actual = actual.to_string_lossy();
+                        for arg in rendered.iter_mut() {
+                            *arg = arg.replace(given.as_str(), &actual);
+                        }
+                    }
+                }
                 let format = data_loading_config::LiteralMapFormat::try_from(data.format)
                     .unwrap_or(data_loading_config::LiteralMapFormat::Json);
                 let inputs = inputs.unwrap_or_default();

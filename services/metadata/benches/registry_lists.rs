@@ -6,6 +6,9 @@
 //! milliseconds. This is a benchmark, not a timed test: it prints median and p95 latencies and
 //! never fails on a number.
 //!
+//! The calls go through a second listener serving the started service's own `App` with
+//! TCP_NODELAY (see `serve_nodelay` for why); a few are repeated through `start`'s listener.
+//!
 //! Run: `scripts/dev-deps.sh && cargo bench -p aloft-metadata --bench registry_lists`
 //!
 //! Knobs (environment):
@@ -15,6 +18,9 @@
 //! * `ALOFT_BENCH_CONCURRENCY` — registrations in flight while populating (default 16)
 //! * `ALOFT_BENCH_KEEP=1`   — keep the SQLite file / Postgres database and print where they are
 //!   (for `EXPLAIN`); otherwise both are deleted at the end
+//! * `ALOFT_BENCH_EXTRA_SQL` — `;`-separated statements run on the database after populating and
+//!   before measuring, to try an index through the real calls, e.g.
+//!   `CREATE INDEX entities_by_version ON entities (resource_type, project, domain, version, created_at)`
 //!
 //! Data, shaped like a project registered with `pyflyte register` 10 times (one version per run):
 //! per run, 3,000 task names, 1,000 workflows (each calling two of that run's tasks, so they
@@ -43,6 +49,8 @@ const ROUNDS: usize = 10;
 const TASK_NAMES: usize = 3_000;
 const WORKFLOW_NAMES: usize = 1_000;
 const WARMUP: usize = 20;
+/// Calls also measured through the listener `aloft_metadata::start` binds.
+const SHIPPED: [&str; 3] = ["a", "c", "f"];
 
 // ------------------------------------------------------------------ knobs
 
@@ -53,6 +61,7 @@ struct Knobs {
     iters: usize,
     concurrency: usize,
     keep: bool,
+    extra_sql: Vec<String>,
 }
 
 fn knobs() -> anyhow::Result<Knobs> {
@@ -68,7 +77,8 @@ fn knobs() -> anyhow::Result<Knobs> {
             })
             .collect::<anyhow::Result<_>>()?,
     };
-    let scale: f64 = var("ALOFT_BENCH_SCALE").map(|v| v.parse()).transpose().context("ALOFT_BENCH_SCALE")?.unwrap_or(1.0);
+    let scale: f64 =
+        var("ALOFT_BENCH_SCALE").map(|v| v.parse()).transpose().context("ALOFT_BENCH_SCALE")?.unwrap_or(1.0);
     let iters = var("ALOFT_BENCH_ITERS").map(|v| v.parse()).transpose().context("ALOFT_BENCH_ITERS")?.unwrap_or(200);
     let concurrency =
         var("ALOFT_BENCH_CONCURRENCY").map(|v| v.parse()).transpose().context("ALOFT_BENCH_CONCURRENCY")?.unwrap_or(16);
@@ -76,7 +86,11 @@ fn knobs() -> anyhow::Result<Knobs> {
     // at least 110 task names so that the 100-task re-registration and page 2 exist
     let task_names = ((TASK_NAMES as f64 * scale).round() as usize).max(110);
     let workflow_names = ((WORKFLOW_NAMES as f64 * scale).round() as usize).clamp(2, task_names / 2);
-    Ok(Knobs { backends, task_names, workflow_names, iters, concurrency, keep: var("ALOFT_BENCH_KEEP").is_some_and(|v| v == "1") })
+    let extra_sql = var("ALOFT_BENCH_EXTRA_SQL")
+        .map(|v| v.split(';').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+        .unwrap_or_default();
+    let keep = var("ALOFT_BENCH_KEEP").is_some_and(|v| v == "1");
+    Ok(Knobs { backends, task_names, workflow_names, iters, concurrency, keep, extra_sql })
 }
 
 // ------------------------------------------------------------------ the service
@@ -97,6 +111,9 @@ impl Backend {
 }
 
 struct Service {
+    /// Through the listener `aloft_metadata::start` bound (as shipped).
+    shipped: AdminServiceClient<Channel>,
+    /// Through a second listener serving the same `App` with TCP_NODELAY on accepted sockets.
     client: AdminServiceClient<Channel>,
     running: aloft_metadata::Running,
     shutdown: CancellationToken,
@@ -120,9 +137,46 @@ async fn start(backend: Backend) -> anyhow::Result<Service> {
     let database_url = config.database_url.clone();
     let shutdown = CancellationToken::new();
     let running = aloft_metadata::start(config, shutdown.clone()).await.context("metadata starts")?;
-    let channel = Channel::from_shared(format!("http://{}", running.grpc_addr))?.connect().await?;
-    let client = AdminServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
-    Ok(Service { client, running, shutdown, database_url, db_dir, _store_dir: store_dir })
+    let shipped = connect(running.grpc_addr).await?;
+    let client = connect(serve_nodelay(running.app.clone(), shutdown.clone()).await?).await?;
+    Ok(Service { shipped, client, running, shutdown, database_url, db_dir, _store_dir: store_dir })
+}
+
+async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<AdminServiceClient<Channel>> {
+    let channel = Channel::from_shared(format!("http://{addr}"))?.tcp_nodelay(true).connect().await?;
+    Ok(AdminServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+}
+
+/// Serves the service's own `App` and admin handlers on another port, with TCP_NODELAY set on
+/// accepted sockets. `aloft_runtime::grpc::serve` hands tonic a plain `TcpListenerStream`, and
+/// tonic ignores its `tcp_nodelay` setting for custom incoming streams, so on the shipped
+/// listener Nagle's algorithm holds the tail of each response until the client ACKs; a tonic
+/// client delays that ACK (40 ms on Linux), so every unary call it makes costs >= 40 ms whatever
+/// the database does (a grpcio client, as flytekit uses, measured unaffected: 0.4 ms per
+/// GetDomains against `aloft-metadata`). Measuring here shows what the handlers and queries cost; the shipped listener
+/// is measured too, for contrast.
+async fn serve_nodelay(
+    app: aloft_metadata::app::App,
+    shutdown: CancellationToken,
+) -> anyhow::Result<std::net::SocketAddr> {
+    use aloft_proto::flyteidl::service::admin_service_server::AdminServiceServer;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let admin = AdminServiceServer::new(aloft_metadata::grpc::Admin(app))
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(20 * 1024 * 1024);
+    tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .accept_http1(false)
+            .add_service(admin)
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            eprintln!("nodelay listener failed: {e}");
+        }
+    });
+    Ok(addr)
 }
 
 // ------------------------------------------------------------------ specs (as tests/common/mod.rs)
@@ -144,7 +198,10 @@ fn simple(t: SimpleType) -> LiteralType {
 
 fn vars(v: &[(&str, SimpleType)]) -> VariableMap {
     VariableMap {
-        variables: v.iter().map(|(n, t)| (n.to_string(), Variable { r#type: Some(simple(*t)), ..Default::default() })).collect(),
+        variables: v
+            .iter()
+            .map(|(n, t)| (n.to_string(), Variable { r#type: Some(simple(*t)), ..Default::default() }))
+            .collect(),
     }
 }
 
@@ -159,7 +216,10 @@ fn task_spec(name: &str, version: &str) -> TaskSpec {
             id: Some(id(ResourceType::Task, name, version)),
             r#type: "python-task".into(),
             interface: Some(interface(&[("x", SimpleType::Integer)], &[("o0", SimpleType::Integer)])),
-            metadata: Some(core::TaskMetadata { retries: Some(core::RetryStrategy { retries: 1 }), ..Default::default() }),
+            metadata: Some(core::TaskMetadata {
+                retries: Some(core::RetryStrategy { retries: 1 }),
+                ..Default::default()
+            }),
             target: Some(core::task_template::Target::Container(core::Container {
                 image: "ghcr.io/example/img:1".into(),
                 args: vec![
@@ -186,7 +246,11 @@ fn task_spec(name: &str, version: &str) -> TaskSpec {
 
 fn promise(node_id: &str, var: &str) -> BindingData {
     BindingData {
-        value: Some(binding_data::Value::Promise(OutputReference { node_id: node_id.into(), var: var.into(), attr_path: vec![] })),
+        value: Some(binding_data::Value::Promise(OutputReference {
+            node_id: node_id.into(),
+            var: var.into(),
+            attr_path: vec![],
+        })),
         union: None,
     }
 }
@@ -229,7 +293,9 @@ fn workflow_spec(name: &str, version: &str, t1: &Identifier, t2: &Identifier) ->
 fn int_literal(v: i64) -> core::Literal {
     core::Literal {
         value: Some(core::literal::Value::Scalar(Box::new(core::Scalar {
-            value: Some(core::scalar::Value::Primitive(core::Primitive { value: Some(core::primitive::Value::Integer(v)) })),
+            value: Some(core::scalar::Value::Primitive(core::Primitive {
+                value: Some(core::primitive::Value::Integer(v)),
+            })),
         }))),
         ..Default::default()
     }
@@ -304,10 +370,7 @@ struct Populate {
 
 impl Populate {
     fn total(&self) -> (usize, Duration) {
-        (
-            self.tasks.0 + self.workflows.0 + self.launch_plans.0,
-            self.tasks.1 + self.workflows.1 + self.launch_plans.1,
-        )
+        (self.tasks.0 + self.workflows.0 + self.launch_plans.0, self.tasks.1 + self.workflows.1 + self.launch_plans.1)
     }
 }
 
@@ -349,9 +412,12 @@ async fn populate(client: &AdminServiceClient<Channel>, k: &Knobs) -> anyhow::Re
                 let (a, b) = workflow_tasks(i, tn);
                 let (t1, t2) = (id(ResourceType::Task, &task_name(a), &v), id(ResourceType::Task, &task_name(b), &v));
                 let wid = id(ResourceType::Workflow, &name, &v);
-                c.create_workflow(admin::WorkflowCreateRequest { id: Some(wid), spec: Some(workflow_spec(&name, &v, &t1, &t2)) })
-                    .await
-                    .with_context(|| format!("CreateWorkflow {name}@{v}"))?;
+                c.create_workflow(admin::WorkflowCreateRequest {
+                    id: Some(wid),
+                    spec: Some(workflow_spec(&name, &v, &t1, &t2)),
+                })
+                .await
+                .with_context(|| format!("CreateWorkflow {name}@{v}"))?;
                 Ok(())
             }
         })
@@ -367,9 +433,12 @@ async fn populate(client: &AdminServiceClient<Channel>, k: &Knobs) -> anyhow::Re
                 let name = workflow_name(i);
                 let wf = id(ResourceType::Workflow, &name, &v);
                 let lp = id(ResourceType::LaunchPlan, &name, &v);
-                c.create_launch_plan(admin::LaunchPlanCreateRequest { id: Some(lp), spec: Some(launch_plan_spec(&wf, i as i64)) })
-                    .await
-                    .with_context(|| format!("CreateLaunchPlan {name}@{v}"))?;
+                c.create_launch_plan(admin::LaunchPlanCreateRequest {
+                    id: Some(lp),
+                    spec: Some(launch_plan_spec(&wf, i as i64)),
+                })
+                .await
+                .with_context(|| format!("CreateLaunchPlan {name}@{v}"))?;
                 Ok(())
             }
         })
@@ -420,7 +489,12 @@ where
 }
 
 fn scope(name: &str) -> Option<NamedEntityIdentifier> {
-    Some(NamedEntityIdentifier { project: PROJECT.into(), domain: DOMAIN.into(), name: name.into(), org: String::new() })
+    Some(NamedEntityIdentifier {
+        project: PROJECT.into(),
+        domain: DOMAIN.into(),
+        name: name.into(),
+        org: String::new(),
+    })
 }
 
 fn newest_first() -> Option<Sort> {
@@ -433,31 +507,48 @@ struct Row {
     stats: Stats,
 }
 
-async fn queries(client: &AdminServiceClient<Channel>, k: &Knobs) -> anyhow::Result<Vec<Row>> {
+/// Measures the calls whose key is in `only` (all when `None`).
+async fn queries(
+    client: &AdminServiceClient<Channel>,
+    k: &Knobs,
+    iters: usize,
+    only: Option<&[&str]>,
+) -> anyhow::Result<Vec<Row>> {
+    let want = |key: &str| only.is_none_or(|o| o.contains(&key));
     let mut rows = Vec::new();
-    let (tn, wn, iters) = (k.task_names, k.workflow_names, k.iters);
+    let (tn, wn) = (k.task_names, k.workflow_names);
     let (oldest, newest) = (version(0), version(ROUNDS - 1));
     // spread the named lookups over many names so one hot row does not flatter the numbers
     let pick = |i: usize, n: usize| (i * 7919) % n;
 
-    let c = client.clone();
-    let stats = measure(iters, |i| {
-        let mut c = c.clone();
-        let (name, newest) = (task_name(pick(i, tn)), newest.clone());
-        async move {
-            let req = admin::ResourceListRequest { id: scope(&name), limit: 1, sort_by: newest_first(), ..Default::default() };
-            let got = c.list_tasks(req).await?.into_inner().tasks;
-            ensure!(got.len() == 1 && got[0].id.as_ref().unwrap().version == newest, "latest of {name}: {got:?}");
-            Ok(())
-        }
-    })
-    .await?;
-    rows.push(Row { key: "a", what: "ListTasks name, limit 1, created_at DESC (fetch_task latest)", stats });
+    if want("a") {
+        let c = client.clone();
+        let stats = measure(iters, |i| {
+            let mut c = c.clone();
+            let (name, newest) = (task_name(pick(i, tn)), newest.clone());
+            async move {
+                let req = admin::ResourceListRequest {
+                    id: scope(&name),
+                    limit: 1,
+                    sort_by: newest_first(),
+                    ..Default::default()
+                };
+                let got = c.list_tasks(req).await?.into_inner().tasks;
+                ensure!(got.len() == 1 && got[0].id.as_ref().unwrap().version == newest, "latest of {name}: {got:?}");
+                Ok(())
+            }
+        })
+        .await?;
+        rows.push(Row { key: "a", what: "ListTasks name, limit 1, created_at DESC (fetch_task latest)", stats });
+    }
 
     for (key, what, v) in [
         ("b1", "ListTasks project, eq(version,newest), limit 100 (list_tasks_by_version)", newest.clone()),
         ("b2", "ListTasks project, eq(version,oldest), limit 100 (list_tasks_by_version)", oldest.clone()),
     ] {
+        if !want(key) {
+            continue;
+        }
         let c = client.clone();
         let stats = measure(iters, |_| {
             let (mut c, v) = (c.clone(), v.clone());
@@ -469,7 +560,11 @@ async fn queries(client: &AdminServiceClient<Channel>, k: &Knobs) -> anyhow::Res
                     ..Default::default()
                 };
                 let got = c.list_tasks(req).await?.into_inner().tasks;
-                ensure!(got.len() == 100 && got.iter().all(|t| t.id.as_ref().unwrap().version == v), "by version: {} tasks", got.len());
+                ensure!(
+                    got.len() == 100 && got.iter().all(|t| t.id.as_ref().unwrap().version == v),
+                    "by version: {} tasks",
+                    got.len()
+                );
                 Ok(())
             }
         })
@@ -481,6 +576,9 @@ async fn queries(client: &AdminServiceClient<Channel>, k: &Knobs) -> anyhow::Res
         ("c", "ListTasks project, first page of 100", 0usize),
         ("d", "ListTasks project, page at offset 10,000, limit 100", 10_000usize.min(tn * ROUNDS - 100)),
     ] {
+        if !want(key) {
+            continue;
+        }
         let c = client.clone();
         let stats = measure(iters, |_| {
             let mut c = c.clone();
@@ -488,7 +586,11 @@ async fn queries(client: &AdminServiceClient<Channel>, k: &Knobs) -> anyhow::Res
                 let token = if offset == 0 { String::new() } else { offset.to_string() };
                 let req = admin::ResourceListRequest { id: scope(""), limit: 100, token, ..Default::default() };
                 let got = c.list_tasks(req).await?.into_inner();
-                ensure!(got.tasks.len() == 100 && got.token == (offset + 100).to_string(), "page at {offset}: {}", got.tasks.len());
+                ensure!(
+                    got.tasks.len() == 100 && got.token == (offset + 100).to_string(),
+                    "page at {offset}: {}",
+                    got.tasks.len()
+                );
                 Ok(())
             }
         })
@@ -496,82 +598,97 @@ async fn queries(client: &AdminServiceClient<Channel>, k: &Knobs) -> anyhow::Res
         rows.push(Row { key, what, stats });
     }
 
-    let c = client.clone();
-    let stats = measure(iters, |_| {
-        let mut c = c.clone();
-        async move {
-            let req = admin::NamedEntityIdentifierListRequest {
-                project: PROJECT.into(),
-                domain: DOMAIN.into(),
-                limit: 100,
-                ..Default::default()
-            };
-            let got = c.list_task_ids(req).await?.into_inner();
-            ensure!(got.entities.len() == 100, "ListTaskIds: {}", got.entities.len());
-            Ok(())
-        }
-    })
-    .await?;
-    rows.push(Row { key: "e", what: "ListTaskIds project, first page of 100", stats });
+    if want("e") {
+        let c = client.clone();
+        let stats = measure(iters, |_| {
+            let mut c = c.clone();
+            async move {
+                let req = admin::NamedEntityIdentifierListRequest {
+                    project: PROJECT.into(),
+                    domain: DOMAIN.into(),
+                    limit: 100,
+                    ..Default::default()
+                };
+                let got = c.list_task_ids(req).await?.into_inner();
+                ensure!(got.entities.len() == 100, "ListTaskIds: {}", got.entities.len());
+                Ok(())
+            }
+        })
+        .await?;
+        rows.push(Row { key: "e", what: "ListTaskIds project, first page of 100", stats });
+    }
 
-    let c = client.clone();
-    let stats = measure(iters, |i| {
-        let mut c = c.clone();
-        let tid = id(ResourceType::Task, &task_name(pick(i, tn)), &version(i % ROUNDS));
-        async move {
-            let got = c.get_task(admin::ObjectGetRequest { id: Some(tid.clone()) }).await?.into_inner();
-            ensure!(got.id == Some(tid), "GetTask");
-            Ok(())
-        }
-    })
-    .await?;
-    rows.push(Row { key: "f", what: "GetTask", stats });
+    if want("f") {
+        let c = client.clone();
+        let stats = measure(iters, |i| {
+            let mut c = c.clone();
+            let tid = id(ResourceType::Task, &task_name(pick(i, tn)), &version(i % ROUNDS));
+            async move {
+                let got = c.get_task(admin::ObjectGetRequest { id: Some(tid.clone()) }).await?.into_inner();
+                ensure!(got.id == Some(tid), "GetTask");
+                Ok(())
+            }
+        })
+        .await?;
+        rows.push(Row { key: "f", what: "GetTask", stats });
+    }
 
-    // activate the newest version of 50 launch plans (and, before it, an older one: the switch
-    // must deactivate it), then read them back round-robin
-    let active: Vec<usize> = (0..50.min(wn)).map(|i| pick(i, wn)).collect();
-    for &w in &active {
-        for v in [version(0), newest.clone()] {
-            let lp = id(ResourceType::LaunchPlan, &workflow_name(w), &v);
-            let mut c = client.clone();
-            c.update_launch_plan(admin::LaunchPlanUpdateRequest { id: Some(lp), state: admin::LaunchPlanState::Active as i32 })
+    if want("g") {
+        // activate the newest version of 50 launch plans (and, before it, an older one: the switch
+        // must deactivate it), then read them back round-robin
+        let active: Vec<usize> = (0..50.min(wn)).map(|i| pick(i, wn)).collect();
+        for &w in &active {
+            for v in [version(0), newest.clone()] {
+                let lp = id(ResourceType::LaunchPlan, &workflow_name(w), &v);
+                let mut c = client.clone();
+                c.update_launch_plan(admin::LaunchPlanUpdateRequest {
+                    id: Some(lp),
+                    state: admin::LaunchPlanState::Active as i32,
+                })
                 .await
                 .context("UpdateLaunchPlan")?;
-        }
-    }
-    let c = client.clone();
-    let stats = measure(iters, |i| {
-        let mut c = c.clone();
-        let (name, newest) = (workflow_name(active[i % active.len()]), newest.clone());
-        async move {
-            let got = c.get_active_launch_plan(admin::ActiveLaunchPlanRequest { id: scope(&name) }).await?.into_inner();
-            ensure!(got.id.as_ref().unwrap().version == newest, "active launch plan of {name}");
-            Ok(())
-        }
-    })
-    .await?;
-    rows.push(Row { key: "g", what: "GetActiveLaunchPlan", stats });
-
-    // `pyflyte register` run again on an unchanged project: every CreateTask is ALREADY_EXISTS.
-    // Sequential, as flytekit's registration loop; one sample = 100 calls.
-    let c = client.clone();
-    let stats = measure(iters.div_ceil(10).max(5), |i| {
-        let c = c.clone();
-        let v = version(i % ROUNDS);
-        async move {
-            for j in 0..100 {
-                let name = task_name((i * 100 + j) % tn);
-                let req = admin::TaskCreateRequest { id: Some(id(ResourceType::Task, &name, &v)), spec: Some(task_spec(&name, &v)) };
-                match c.clone().create_task(req).await {
-                    Err(s) if s.code() == tonic::Code::AlreadyExists => {}
-                    other => bail!("re-registering {name}@{v}: expected ALREADY_EXISTS, got {other:?}"),
-                }
             }
-            Ok(())
         }
-    })
-    .await?;
-    rows.push(Row { key: "h", what: "CreateTask x100 sequential, all ALREADY_EXISTS (per 100)", stats });
+        let c = client.clone();
+        let stats = measure(iters, |i| {
+            let mut c = c.clone();
+            let (name, newest) = (workflow_name(active[i % active.len()]), newest.clone());
+            async move {
+                let got =
+                    c.get_active_launch_plan(admin::ActiveLaunchPlanRequest { id: scope(&name) }).await?.into_inner();
+                ensure!(got.id.as_ref().unwrap().version == newest, "active launch plan of {name}");
+                Ok(())
+            }
+        })
+        .await?;
+        rows.push(Row { key: "g", what: "GetActiveLaunchPlan", stats });
+    }
+
+    if want("h") {
+        // `pyflyte register` run again on an unchanged project: every CreateTask is ALREADY_EXISTS.
+        // Sequential, as flytekit's registration loop; one sample = 100 calls.
+        let c = client.clone();
+        let stats = measure(iters.div_ceil(10).max(5), |i| {
+            let c = c.clone();
+            let v = version(i % ROUNDS);
+            async move {
+                for j in 0..100 {
+                    let name = task_name((i * 100 + j) % tn);
+                    let req = admin::TaskCreateRequest {
+                        id: Some(id(ResourceType::Task, &name, &v)),
+                        spec: Some(task_spec(&name, &v)),
+                    };
+                    match c.clone().create_task(req).await {
+                        Err(s) if s.code() == tonic::Code::AlreadyExists => {}
+                        other => bail!("re-registering {name}@{v}: expected ALREADY_EXISTS, got {other:?}"),
+                    }
+                }
+                Ok(())
+            }
+        })
+        .await?;
+        rows.push(Row { key: "h", what: "CreateTask x100 sequential, all ALREADY_EXISTS (per 100)", stats });
+    }
 
     Ok(rows)
 }
@@ -583,41 +700,67 @@ struct Report {
     db_version: String,
     populate: Populate,
     rows: Vec<Row>,
+    shipped: Vec<Row>,
+    /// 1-minute load average before and after measuring (the machine may be shared).
+    load: (String, String),
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(String::from))
+        .unwrap_or_else(|| "?".into())
 }
 
 async fn run_backend(backend: Backend, k: &Knobs) -> anyhow::Result<Report> {
     let svc = start(backend).await?;
     let pool = svc.running.app.store.pool().clone();
-    let db_version: String = match backend {
-        Backend::Sqlite => sqlx::query_scalar("SELECT 'SQLite ' || sqlite_version()").fetch_one(&pool).await?,
-        Backend::Postgres => sqlx::query_scalar("SELECT version()").fetch_one(&pool).await?,
-    };
-    eprintln!("{}: {db_version}; database {}", backend.label(), redact(&svc.database_url));
-
-    let populate = populate(&svc.client, k).await?;
-    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM entities").fetch_one(&pool).await?;
-    let (n, _) = populate.total();
-    ensure!(count as usize == n, "{count} rows stored, {n} registered");
-    if backend == Backend::Postgres {
-        // what autovacuum's analyze would have done by now on a long-lived registry
-        sqlx::query("ANALYZE entities").execute(&pool).await?;
-    }
-
-    eprintln!("{}: measuring ({} calls per query after {WARMUP} warm-up calls)", backend.label(), k.iters);
-    let rows = queries(&svc.client, k).await?;
+    let measured = populate_and_measure(&svc, backend, k).await;
 
     svc.shutdown.cancel();
     let Service { running, database_url, db_dir, .. } = svc;
-    running.task.await??;
+    let stopped = running.task.await;
     pool.close().await;
-    drop(running);
     if k.keep {
         let _ = db_dir.keep(); // the SQLite file stays for EXPLAIN QUERY PLAN
         eprintln!("{}: kept {}", backend.label(), redact(&database_url));
     } else if backend == Backend::Postgres {
+        // also after a failure: a 50 MB database per failed run adds up
         drop_database(&database_url).await?;
     }
-    Ok(Report { backend, db_version, populate, rows })
+    let report = measured?;
+    stopped??;
+    Ok(report)
+}
+
+async fn populate_and_measure(svc: &Service, backend: Backend, k: &Knobs) -> anyhow::Result<Report> {
+    let pool = svc.running.app.store.pool();
+    let db_version: String = match backend {
+        Backend::Sqlite => sqlx::query_scalar("SELECT 'SQLite ' || sqlite_version()").fetch_one(pool).await?,
+        Backend::Postgres => sqlx::query_scalar("SELECT version()").fetch_one(pool).await?,
+    };
+    eprintln!("{}: {db_version}; database {}", backend.label(), redact(&svc.database_url));
+
+    let populate = populate(&svc.client, k).await?;
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM entities").fetch_one(pool).await?;
+    let (n, _) = populate.total();
+    ensure!(count as usize == n, "{count} rows stored, {n} registered");
+    for stmt in &k.extra_sql {
+        eprintln!("{}: ALOFT_BENCH_EXTRA_SQL: {stmt}", backend.label());
+        sqlx::query(stmt).execute(pool).await.with_context(|| format!("ALOFT_BENCH_EXTRA_SQL: {stmt}"))?;
+    }
+    if backend == Backend::Postgres {
+        // what autovacuum's analyze would have done by now on a long-lived registry
+        sqlx::query("ANALYZE entities").execute(pool).await?;
+    }
+
+    eprintln!("{}: measuring ({} calls per query after {WARMUP} warm-up calls)", backend.label(), k.iters);
+    let load_before = loadavg();
+    let rows = queries(&svc.client, k, k.iters, None).await?;
+    let shipped_iters = k.iters.min(50);
+    eprintln!("{}: measuring through start()'s own listener ({shipped_iters} calls per query)", backend.label());
+    let shipped = queries(&svc.shipped, k, shipped_iters, Some(&SHIPPED)).await?;
+    Ok(Report { backend, db_version, populate, rows, shipped, load: (load_before, loadavg()) })
 }
 
 async fn drop_database(url: &str) -> anyhow::Result<()> {
@@ -644,11 +787,40 @@ fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
 
+fn table(reports: &[Report], rows: impl Fn(&Report) -> &Vec<Row>) {
+    let mut header = String::from("| | call |");
+    let mut rule = String::from("|---|---|");
+    for r in reports {
+        header.push_str(&format!(" {0} median | {0} p95 |", r.backend.label()));
+        rule.push_str("---:|---:|");
+    }
+    println!("{header}");
+    println!("{rule}");
+    for (i, row) in rows(&reports[0]).iter().enumerate() {
+        let mut line = format!("| {} | {} |", row.key, row.what);
+        for r in reports {
+            let s = rows(r)[i].stats;
+            line.push_str(&format!(" {} | {} |", ms(s.median), ms(s.p95)));
+        }
+        println!("{line}");
+    }
+}
+
 fn print(reports: &[Report], k: &Knobs) {
     let (n, _) = reports[0].populate.total();
     println!();
-    println!("Registry list calls at {n} entities ({} task names x {ROUNDS} versions, {} workflows and {} launch plans x {ROUNDS})", k.task_names, k.workflow_names, k.workflow_names);
+    println!(
+        "Registry list calls at {n} entities ({} task names x {ROUNDS} versions, {} workflows and {} launch plans x {ROUNDS})",
+        k.task_names, k.workflow_names, k.workflow_names
+    );
     println!();
+    if !k.extra_sql.is_empty() {
+        println!("NOT THE SHIPPED SCHEMA: ALOFT_BENCH_EXTRA_SQL ran before measuring:");
+        for stmt in &k.extra_sql {
+            println!("    {stmt};");
+        }
+        println!();
+    }
     println!("Populating through gRPC, {} in flight:", k.concurrency);
     println!();
     println!("| backend | tasks/s | workflows/s | launch plans/s | all: entities/s | all: time |");
@@ -667,27 +839,28 @@ fn print(reports: &[Report], k: &Knobs) {
         );
     }
     println!();
-    println!("Latency in ms through gRPC (median / p95 over {} calls after {WARMUP} warm-up calls; (h) is per 100 calls):", k.iters);
+    println!(
+        "Latency in ms through gRPC with TCP_NODELAY (median / p95 over {} calls after {WARMUP} warm-up calls; (h) is per 100 calls):",
+        k.iters
+    );
     println!();
-    let mut header = String::from("| | call |");
-    let mut rule = String::from("|---|---|");
-    for r in reports {
-        header.push_str(&format!(" {0} median | {0} p95 |", r.backend.label()));
-        rule.push_str("---:|---:|");
-    }
-    println!("{header}");
-    println!("{rule}");
-    for (i, row) in reports[0].rows.iter().enumerate() {
-        let mut line = format!("| {} | {} |", row.key, row.what);
-        for r in reports {
-            let s = r.rows[i].stats;
-            line.push_str(&format!(" {} | {} |", ms(s.median), ms(s.p95)));
-        }
-        println!("{line}");
-    }
+    table(reports, |r| &r.rows);
+    println!();
+    println!(
+        "The same calls through the listener aloft_metadata::start binds (no TCP_NODELAY; {} calls):",
+        k.iters.min(50)
+    );
+    println!();
+    table(reports, |r| &r.shipped);
     println!();
     for r in reports {
-        println!("{}: {}", r.backend.label(), r.db_version);
+        println!(
+            "{}: {}; 1-min load average {} before measuring, {} after",
+            r.backend.label(),
+            r.db_version,
+            r.load.0,
+            r.load.1
+        );
         for row in &r.rows {
             let s = row.stats;
             println!("  {:>2}: n={} min {} ms, max {} ms", row.key, s.n, ms(s.min), ms(s.max));

@@ -549,6 +549,9 @@ impl App {
             row.closure = closure.encode_to_vec();
             row.updated_at = now_micros();
             if self.store.update_execution(&row).await? {
+                if row.phase == WfPhase::Aborted as i32 {
+                    self.store.abort_unfinished(&id.project, &id.domain, &id.name, row.updated_at).await?;
+                }
                 return Ok(());
             }
         }

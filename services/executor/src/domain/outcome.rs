@@ -75,6 +75,12 @@ pub fn decide(
         kind: execution_error::ErrorKind::System as i32,
         ..Default::default()
     };
+    let user = |code: &str, message: String| ExecutionError {
+        code: code.into(),
+        message,
+        kind: execution_error::ErrorKind::User as i32,
+        ..Default::default()
+    };
     let with_tail = |message: String| {
         if log_tail.trim().is_empty() { message } else { format!("{message}; last lines of task.log:\n{log_tail}") }
     };
@@ -109,7 +115,9 @@ pub fn decide(
                 Outcome::RetryableFailed(ExecutionError { error_uri, ..system("ErrorDocumentUnreadable", message) })
             }
         },
-        ProcessEnd::TimedOut(limit) => Outcome::RetryableFailed(system(
+        // As in Flyte, an expired deadline is the task's fault: it counts against the task's own
+        // retries (so `retries=0` means one attempt), not the system budget.
+        ProcessEnd::TimedOut(limit) => Outcome::RetryableFailed(user(
             "Timeout",
             format!("task exceeded its timeout of {} and was killed", humantime::format_duration(*limit)),
         )),
@@ -278,7 +286,7 @@ mod tests {
             panic!()
         };
         assert_eq!(e.code, "Timeout");
-        assert_eq!(e.kind, execution_error::ErrorKind::System as i32);
+        assert_eq!(e.kind, execution_error::ErrorKind::User as i32, "counts against the task's retries");
         assert_eq!(e.message, "task exceeded its timeout of 1m 30s and was killed");
         assert_eq!(
             decide(&ProcessEnd::Aborted("user asked".into()), &f, true, O, ""),

@@ -725,6 +725,35 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Marks every node execution and task attempt of an execution that has not finished as
+    /// ABORTED (used when the execution is aborted: the attempts' own ABORTED events may arrive
+    /// later, and a reader must not see a running attempt under an aborted execution).
+    pub async fn abort_unfinished(&self, project: &str, domain: &str, execution: &str, now: i64) -> Result<()> {
+        // node phases: SUCCEEDED 3, FAILED 5, ABORTED 6, SKIPPED 7, TIMED_OUT 8, RECOVERED 10
+        sqlx::query(
+            "UPDATE node_executions SET phase = 6, updated_at = $4, version = version + 1 \
+             WHERE project = $1 AND domain = $2 AND execution = $3 AND phase NOT IN (3, 5, 6, 7, 8, 10)",
+        )
+        .bind(project)
+        .bind(domain)
+        .bind(execution)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        // task phases: SUCCEEDED 3, ABORTED 4, FAILED 5, RETRYABLE_FAILED 8
+        sqlx::query(
+            "UPDATE task_executions SET phase = 4, updated_at = $4, version = version + 1 \
+             WHERE project = $1 AND domain = $2 AND execution = $3 AND phase NOT IN (3, 4, 5, 8)",
+        )
+        .bind(project)
+        .bind(domain)
+        .bind(execution)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// A page of the attempts of one node.
     pub async fn list_task_executions(&self, project: &str, domain: &str, execution: &str, node_id: &str, q: &ListQuery<'_>) -> Result<Vec<TaskRow>> {
         let (cond, vals) = filters::to_sql(q.filters, TASK_COLUMNS, 5)?;
