@@ -600,7 +600,7 @@ async fn timeout_kills_the_process_group() -> Result<()> {
     assert_eq!(done.phase, Phase::RetryableFailed as i32, "{}", summary(&done));
     let err = error_of(&done);
     assert_eq!(err.code, "Timeout");
-    assert_eq!(err.kind, flyte::execution_error::ErrorKind::System as i32);
+    assert_eq!(err.kind, flyte::execution_error::ErrorKind::User as i32, "a timeout counts against the task's retries");
     assert!(dies(child).await, "the task's child sleep survived the timeout");
     let log = String::from_utf8(h.store.get(&format!("{}/task.log", cmd.output_prefix)).await?.to_vec())?;
     assert!(log.contains("sleeping"), "{log}");
