@@ -29,8 +29,9 @@ fn main() {
             schema.display()
         )),
     };
-    let mut set = FileDescriptorSet::decode(bytes.as_slice())
-        .unwrap_or_else(|e| fail(&format!("flyteidl schema at {} is corrupt ({e}): rerun {SETUP_COMMAND}", schema.display())));
+    let mut set = FileDescriptorSet::decode(bytes.as_slice()).unwrap_or_else(|e| {
+        fail(&format!("flyteidl schema at {} is corrupt ({e}): rerun {SETUP_COMMAND}", schema.display()))
+    });
 
     let aloft_dir = root.join("proto");
     let aloft_files = proto_files(&aloft_dir.join("aloft"));
@@ -73,9 +74,8 @@ fn main() {
 }
 
 fn proto_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
     files.retain(|p| p.extension().is_some_and(|e| e == "proto"));
     files.sort();
     files

@@ -97,10 +97,7 @@ impl BlobConfig {
     /// An S3 store rooted at `root` (`s3://bucket[/prefix]`) using the default AWS chain for
     /// region and credentials; set the other fields for S3-compatible servers.
     pub fn s3(root: impl Into<String>) -> Self {
-        Self {
-            kind: BlobKind::S3,
-            ..Self::local(root)
-        }
+        Self { kind: BlobKind::S3, ..Self::local(root) }
     }
 
     /// Checks every key and returns the first problem as [`BlobError::Config`] naming the key.
@@ -125,14 +122,10 @@ impl BlobConfig {
         if self.root.contains("://") {
             return Err(BlobError::config(
                 "blob.root",
-                format!(
-                    "{:?} has a scheme; a local root is a plain absolute path",
-                    self.root
-                ),
+                format!("{:?} has a scheme; a local root is a plain absolute path", self.root),
             ));
         }
-        uri::check_local_path(&self.root)
-            .map_err(|reason| BlobError::config("blob.root", reason))?;
+        uri::check_local_path(&self.root).map_err(|reason| BlobError::config("blob.root", reason))?;
         // S3 settings on a local store are almost always a forgotten `kind = "s3"`.
         let s3_only = [
             ("blob.endpoint", self.endpoint.is_some()),
@@ -142,71 +135,43 @@ impl BlobConfig {
             ("blob.force_path_style", self.force_path_style),
         ];
         if let Some((key, _)) = s3_only.iter().find(|(_, set)| *set) {
-            return Err(BlobError::config(
-                key,
-                "applies only to blob.kind = \"s3\" but blob.kind is \"local\"",
-            ));
+            return Err(BlobError::config(key, "applies only to blob.kind = \"s3\" but blob.kind is \"local\""));
         }
         Ok(())
     }
 
     fn validate_s3(&self) -> Result<()> {
-        let (bucket, prefix) =
-            uri::split_s3(&self.root).map_err(|reason| BlobError::config("blob.root", reason))?;
+        let (bucket, prefix) = uri::split_s3(&self.root).map_err(|reason| BlobError::config("blob.root", reason))?;
         uri::check_bucket(bucket).map_err(|reason| BlobError::config("blob.root", reason))?;
-        uri::check_key_segments(prefix, true)
-            .map_err(|reason| BlobError::config("blob.root", reason))?;
+        uri::check_key_segments(prefix, true).map_err(|reason| BlobError::config("blob.root", reason))?;
         if let Some(endpoint) = &self.endpoint {
-            let rest = endpoint
-                .strip_prefix("http://")
-                .or_else(|| endpoint.strip_prefix("https://"))
-                .ok_or_else(|| {
-                    BlobError::config(
-                        "blob.endpoint",
-                        format!("{endpoint:?} must start with http:// or https://"),
-                    )
+            let rest =
+                endpoint.strip_prefix("http://").or_else(|| endpoint.strip_prefix("https://")).ok_or_else(|| {
+                    BlobError::config("blob.endpoint", format!("{endpoint:?} must start with http:// or https://"))
                 })?;
             if rest.is_empty() || rest.starts_with('/') {
-                return Err(BlobError::config(
-                    "blob.endpoint",
-                    format!("{endpoint:?} has no host"),
-                ));
+                return Err(BlobError::config("blob.endpoint", format!("{endpoint:?} has no host")));
             }
         }
         if let Some(region) = &self.region
             && region.trim().is_empty()
         {
-            return Err(BlobError::config(
-                "blob.region",
-                "must not be empty when set",
-            ));
+            return Err(BlobError::config("blob.region", "must not be empty when set"));
         }
         match (&self.access_key, &self.secret_key) {
             (Some(a), Some(s)) => {
                 if a.is_empty() {
-                    return Err(BlobError::config(
-                        "blob.access_key",
-                        "must not be empty when set",
-                    ));
+                    return Err(BlobError::config("blob.access_key", "must not be empty when set"));
                 }
                 if s.is_empty() {
-                    return Err(BlobError::config(
-                        "blob.secret_key",
-                        "must not be empty when set",
-                    ));
+                    return Err(BlobError::config("blob.secret_key", "must not be empty when set"));
                 }
             }
             (Some(_), None) => {
-                return Err(BlobError::config(
-                    "blob.secret_key",
-                    "must be set when blob.access_key is set",
-                ));
+                return Err(BlobError::config("blob.secret_key", "must be set when blob.access_key is set"));
             }
             (None, Some(_)) => {
-                return Err(BlobError::config(
-                    "blob.access_key",
-                    "must be set when blob.secret_key is set",
-                ));
+                return Err(BlobError::config("blob.access_key", "must be set when blob.secret_key is set"));
             }
             (None, None) => {}
         }
@@ -268,105 +233,30 @@ mod tests {
 
     #[test]
     fn s3_keys_on_a_local_store_are_named() {
-        let config = BlobConfig {
-            endpoint: Some("http://x".into()),
-            ..BlobConfig::local("/data")
-        };
+        let config = BlobConfig { endpoint: Some("http://x".into()), ..BlobConfig::local("/data") };
         assert_eq!(err_key(&config), "blob.endpoint");
-        let config = BlobConfig {
-            force_path_style: true,
-            ..BlobConfig::local("/data")
-        };
+        let config = BlobConfig { force_path_style: true, ..BlobConfig::local("/data") };
         assert_eq!(err_key(&config), "blob.force_path_style");
     }
 
     #[test]
     fn s3_errors_name_the_key() {
-        assert_eq!(
-            err_key(&BlobConfig {
-                root: "/data".into(),
-                ..s3_full()
-            }),
-            "blob.root"
-        );
-        assert_eq!(
-            err_key(&BlobConfig {
-                root: "s3://".into(),
-                ..s3_full()
-            }),
-            "blob.root"
-        );
-        assert_eq!(
-            err_key(&BlobConfig {
-                root: "s3://b/../x".into(),
-                ..s3_full()
-            }),
-            "blob.root"
-        );
-        assert_eq!(
-            err_key(&BlobConfig {
-                endpoint: Some("127.0.0.1:9000".into()),
-                ..s3_full()
-            }),
-            "blob.endpoint"
-        );
-        assert_eq!(
-            err_key(&BlobConfig {
-                endpoint: Some("http://".into()),
-                ..s3_full()
-            }),
-            "blob.endpoint"
-        );
-        assert_eq!(
-            err_key(&BlobConfig {
-                region: Some(" ".into()),
-                ..s3_full()
-            }),
-            "blob.region"
-        );
-        assert_eq!(
-            err_key(&BlobConfig {
-                secret_key: None,
-                ..s3_full()
-            }),
-            "blob.secret_key"
-        );
-        assert_eq!(
-            err_key(&BlobConfig {
-                access_key: None,
-                ..s3_full()
-            }),
-            "blob.access_key"
-        );
-        assert_eq!(
-            err_key(&BlobConfig {
-                access_key: Some(String::new()),
-                ..s3_full()
-            }),
-            "blob.access_key"
-        );
-        assert_eq!(
-            err_key(&BlobConfig {
-                fsync: true,
-                ..s3_full()
-            }),
-            "blob.fsync"
-        );
+        assert_eq!(err_key(&BlobConfig { root: "/data".into(), ..s3_full() }), "blob.root");
+        assert_eq!(err_key(&BlobConfig { root: "s3://".into(), ..s3_full() }), "blob.root");
+        assert_eq!(err_key(&BlobConfig { root: "s3://b/../x".into(), ..s3_full() }), "blob.root");
+        assert_eq!(err_key(&BlobConfig { endpoint: Some("127.0.0.1:9000".into()), ..s3_full() }), "blob.endpoint");
+        assert_eq!(err_key(&BlobConfig { endpoint: Some("http://".into()), ..s3_full() }), "blob.endpoint");
+        assert_eq!(err_key(&BlobConfig { region: Some(" ".into()), ..s3_full() }), "blob.region");
+        assert_eq!(err_key(&BlobConfig { secret_key: None, ..s3_full() }), "blob.secret_key");
+        assert_eq!(err_key(&BlobConfig { access_key: None, ..s3_full() }), "blob.access_key");
+        assert_eq!(err_key(&BlobConfig { access_key: Some(String::new()), ..s3_full() }), "blob.access_key");
+        assert_eq!(err_key(&BlobConfig { fsync: true, ..s3_full() }), "blob.fsync");
     }
 
     #[test]
     fn error_message_names_key_and_is_lowercase() {
-        let message = BlobConfig {
-            secret_key: None,
-            ..s3_full()
-        }
-        .validate()
-        .unwrap_err()
-        .to_string();
-        assert_eq!(
-            message,
-            "invalid blob config blob.secret_key: must be set when blob.access_key is set"
-        );
+        let message = BlobConfig { secret_key: None, ..s3_full() }.validate().unwrap_err().to_string();
+        assert_eq!(message, "invalid blob config blob.secret_key: must be set when blob.access_key is set");
     }
 
     #[test]
@@ -387,10 +277,7 @@ mod tests {
         .unwrap();
         assert_eq!(config, s3_full());
         assert!(toml::from_str::<BlobConfig>("kind = \"gcs\"").is_err());
-        assert!(
-            toml::from_str::<BlobConfig>("bucket = \"x\"").is_err(),
-            "unknown keys are rejected"
-        );
+        assert!(toml::from_str::<BlobConfig>("bucket = \"x\"").is_err(), "unknown keys are rejected");
     }
 
     #[test]
@@ -400,9 +287,6 @@ mod tests {
         assert!(!debug.contains("\"sk\""), "{debug}");
         assert!(debug.contains("<redacted>"));
         let printed = serde_json::to_string(&config).unwrap();
-        assert!(
-            printed.contains(r#""secret_key":"<redacted>""#),
-            "{printed}"
-        );
+        assert!(printed.contains(r#""secret_key":"<redacted>""#), "{printed}");
     }
 }

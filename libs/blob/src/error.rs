@@ -72,29 +72,15 @@ impl BlobError {
     }
 
     pub(crate) fn invalid_uri(uri: &str, reason: impl Into<String>) -> Self {
-        BlobError::InvalidUri {
-            uri: uri.to_string(),
-            reason: reason.into(),
-        }
+        BlobError::InvalidUri { uri: uri.to_string(), reason: reason.into() }
     }
 
-    pub(crate) fn io(
-        op: &'static str,
-        path: impl std::fmt::Display,
-        error: std::io::Error,
-    ) -> Self {
-        BlobError::Io {
-            op,
-            path: path.to_string(),
-            error,
-        }
+    pub(crate) fn io(op: &'static str, path: impl std::fmt::Display, error: std::io::Error) -> Self {
+        BlobError::Io { op, path: path.to_string(), error }
     }
 
     pub(crate) fn config(key: &'static str, reason: impl Into<String>) -> Self {
-        BlobError::Config {
-            key,
-            reason: reason.into(),
-        }
+        BlobError::Config { key, reason: reason.into() }
     }
 }
 

@@ -57,10 +57,7 @@ enum Backend {
 
 impl std::fmt::Debug for BlobStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlobStore")
-            .field("kind", &self.kind())
-            .field("root", &self.root())
-            .finish()
+        f.debug_struct("BlobStore").field("kind", &self.kind()).field("root", &self.root()).finish()
     }
 }
 
@@ -79,22 +76,17 @@ impl BlobStore {
     pub async fn from_config(config: &BlobConfig) -> Result<Self> {
         config.validate()?;
         let backend = match config.kind {
-            BlobKind::Local => {
-                Backend::Local(local::LocalStore::new(&config.root, config.fsync).await?)
-            }
+            BlobKind::Local => Backend::Local(local::LocalStore::new(&config.root, config.fsync).await?),
             BlobKind::S3 => Backend::S3(s3::S3Store::new(config).await?),
         };
-        Ok(Self {
-            backend: Arc::new(backend),
-        })
+        Ok(Self { backend: Arc::new(backend) })
     }
 
     /// Shorthand for a local store rooted at `root` (an absolute directory).
     pub async fn local(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref();
-        let root = root.to_str().ok_or_else(|| {
-            BlobError::config("blob.root", format!("{} is not UTF-8", root.display()))
-        })?;
+        let root =
+            root.to_str().ok_or_else(|| BlobError::config("blob.root", format!("{} is not UTF-8", root.display())))?;
         Self::from_config(&BlobConfig::local(root)).await
     }
 
@@ -121,9 +113,7 @@ impl BlobStore {
     #[tracing::instrument(level = "debug", skip_all, fields(uri, size))]
     pub async fn put(&self, uri: &str, data: impl Into<Bytes>) -> Result<()> {
         let data = data.into();
-        tracing::Span::current()
-            .record("uri", uri)
-            .record("size", data.len());
+        tracing::Span::current().record("uri", uri).record("size", data.len());
         dispatch!(self, s => s.put(uri, data).await)
     }
 

@@ -33,11 +33,7 @@ impl LocalStore {
     pub(crate) async fn new(root: &str, fsync: bool) -> Result<Self> {
         uri::check_local_path(root).map_err(|reason| BlobError::config("blob.root", reason))?;
         let root = root.trim_end_matches('/').to_string();
-        let dir = if root.is_empty() {
-            "/".to_string()
-        } else {
-            root.clone()
-        };
+        let dir = if root.is_empty() { "/".to_string() } else { root.clone() };
         blocking("create store root", &dir.clone(), move || {
             fs::create_dir_all(&dir).map_err(|e| BlobError::io("create store root", &dir, e))
         })
@@ -46,21 +42,14 @@ impl LocalStore {
     }
 
     pub(crate) fn root(&self) -> &str {
-        if self.root.is_empty() {
-            "/"
-        } else {
-            &self.root
-        }
+        if self.root.is_empty() { "/" } else { &self.root }
     }
 
     /// The path of an object uri: absolute, no scheme, no `.`/`..`/empty segments, under the root.
     pub(crate) fn object_path(&self, uri: &str) -> Result<PathBuf> {
         self.check(uri, false)?;
         if uri.len() <= self.root.len() + 1 {
-            return Err(BlobError::invalid_uri(
-                uri,
-                "names the store root, not an object",
-            ));
+            return Err(BlobError::invalid_uri(uri, "names the store root, not an object"));
         }
         Ok(PathBuf::from(uri))
     }
@@ -69,32 +58,19 @@ impl LocalStore {
         if uri.contains("://") {
             return Err(BlobError::invalid_uri(
                 uri,
-                format!(
-                    "local blob uris are plain absolute paths (store root {}), not scheme uris",
-                    self.root()
-                ),
+                format!("local blob uris are plain absolute paths (store root {}), not scheme uris", self.root()),
             ));
         }
         if !uri.starts_with('/') {
             return Err(BlobError::invalid_uri(uri, "is not an absolute path"));
         }
         if !prefix && uri.ends_with('/') {
-            return Err(BlobError::invalid_uri(
-                uri,
-                "ends with '/', which names a directory, not an object",
-            ));
+            return Err(BlobError::invalid_uri(uri, "ends with '/', which names a directory, not an object"));
         }
-        uri::check_key_segments(&uri[1..], prefix)
-            .map_err(|reason| BlobError::invalid_uri(uri, reason))?;
-        let inside = uri == self.root
-            || uri
-                .strip_prefix(self.root.as_str())
-                .is_some_and(|rest| rest.starts_with('/'));
+        uri::check_key_segments(&uri[1..], prefix).map_err(|reason| BlobError::invalid_uri(uri, reason))?;
+        let inside = uri == self.root || uri.strip_prefix(self.root.as_str()).is_some_and(|rest| rest.starts_with('/'));
         if !inside {
-            return Err(BlobError::OutsideRoot {
-                uri: uri.to_string(),
-                root: self.root().to_string(),
-            });
+            return Err(BlobError::OutsideRoot { uri: uri.to_string(), root: self.root().to_string() });
         }
         Ok(())
     }
@@ -104,8 +80,7 @@ impl LocalStore {
         let fsync = self.fsync;
         let owned = uri.to_string();
         blocking("write blob", uri, move || {
-            write_atomic(&path, fsync, |file| file.write_all(&data))
-                .map_err(|e| BlobError::io("write blob", &owned, e))
+            write_atomic(&path, fsync, |file| file.write_all(&data)).map_err(|e| BlobError::io("write blob", &owned, e))
         })
         .await
     }
@@ -114,9 +89,7 @@ impl LocalStore {
         let path = self.object_path(uri)?;
         let owned = uri.to_string();
         blocking("read blob", uri, move || {
-            fs::read(&path)
-                .map(Bytes::from)
-                .map_err(|e| read_error("read blob", &owned, e))
+            fs::read(&path).map(Bytes::from).map_err(|e| read_error("read blob", &owned, e))
         })
         .await
     }
@@ -127,10 +100,7 @@ impl LocalStore {
         blocking("stat blob", uri, move || match fs::metadata(&path) {
             // md5 is not stored: computing it on every head would read whole code bundles just to
             // answer "does it exist"; callers that need it ask `md5`.
-            Ok(meta) if meta.is_file() => Ok(Some(ObjectMeta {
-                size: meta.len(),
-                md5: None,
-            })),
+            Ok(meta) if meta.is_file() => Ok(Some(ObjectMeta { size: meta.len(), md5: None })),
             Ok(_) => Ok(None),
             Err(e) => match read_error("stat blob", &owned, e) {
                 BlobError::NotFound { .. } => Ok(None),
@@ -160,21 +130,13 @@ impl LocalStore {
         let start = if prefix == self.root || prefix.ends_with('/') {
             prefix.trim_end_matches('/').to_string()
         } else {
-            prefix
-                .rsplit_once('/')
-                .map(|(dir, _)| dir.to_string())
-                .unwrap_or_default()
+            prefix.rsplit_once('/').map(|(dir, _)| dir.to_string()).unwrap_or_default()
         };
         let prefix = prefix.to_string();
         blocking("list blobs", &prefix.clone(), move || {
             let mut out = Vec::new();
-            let start = if start.is_empty() {
-                "/".to_string()
-            } else {
-                start
-            };
-            walk(Path::new(&start), &prefix, &mut out)
-                .map_err(|e| BlobError::io("list blobs", &prefix, e))?;
+            let start = if start.is_empty() { "/".to_string() } else { start };
+            walk(Path::new(&start), &prefix, &mut out).map_err(|e| BlobError::io("list blobs", &prefix, e))?;
             out.sort();
             Ok(out)
         })
@@ -202,10 +164,8 @@ impl LocalStore {
         let fsync = self.fsync;
         blocking("copy blob", &dst.clone(), move || {
             let mut source = open_file(&src_path).map_err(|e| read_error("read blob", &src, e))?;
-            write_atomic(&dst_path, fsync, |file| {
-                io::copy(&mut source, file).map(drop)
-            })
-            .map_err(|e| BlobError::io("write blob", &dst, e))
+            write_atomic(&dst_path, fsync, |file| io::copy(&mut source, file).map(drop))
+                .map_err(|e| BlobError::io("write blob", &dst, e))
         })
         .await
     }
@@ -216,12 +176,9 @@ impl LocalStore {
         let dst = uri.to_string();
         let fsync = self.fsync;
         blocking("write blob", uri, move || {
-            let mut source = open_file(&local)
-                .map_err(|e| BlobError::io("read local file", local.display(), e))?;
-            write_atomic(&dst_path, fsync, |file| {
-                io::copy(&mut source, file).map(drop)
-            })
-            .map_err(|e| BlobError::io("write blob", &dst, e))
+            let mut source = open_file(&local).map_err(|e| BlobError::io("read local file", local.display(), e))?;
+            write_atomic(&dst_path, fsync, |file| io::copy(&mut source, file).map(drop))
+                .map_err(|e| BlobError::io("write blob", &dst, e))
         })
         .await
     }
@@ -253,9 +210,7 @@ fn open_file(path: &Path) -> io::Result<File> {
 fn read_error(op: &'static str, uri: &str, error: io::Error) -> BlobError {
     match error.kind() {
         ErrorKind::NotFound | ErrorKind::IsADirectory | ErrorKind::NotADirectory => {
-            BlobError::NotFound {
-                uri: uri.to_string(),
-            }
+            BlobError::NotFound { uri: uri.to_string() }
         }
         _ => BlobError::io(op, uri, error),
     }
@@ -263,14 +218,8 @@ fn read_error(op: &'static str, uri: &str, error: io::Error) -> BlobError {
 
 /// Writes `path` through a temp file in the same directory (so the rename is atomic), creating
 /// parent directories; removes the temp file on failure.
-pub(crate) fn write_atomic(
-    path: &Path,
-    fsync: bool,
-    fill: impl FnOnce(&mut File) -> io::Result<()>,
-) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::new(ErrorKind::InvalidInput, "path has no parent directory"))?;
+pub(crate) fn write_atomic(path: &Path, fsync: bool, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
+    let dir = path.parent().ok_or_else(|| io::Error::new(ErrorKind::InvalidInput, "path has no parent directory"))?;
     fs::create_dir_all(dir)?;
     let temp = temp_path(dir);
     let result = (|| {
@@ -365,52 +314,22 @@ mod tests {
     use super::*;
 
     fn store(root: &str) -> LocalStore {
-        LocalStore {
-            root: root.trim_end_matches('/').to_string(),
-            fsync: false,
-        }
+        LocalStore { root: root.trim_end_matches('/').to_string(), fsync: false }
     }
 
     #[test]
     fn object_paths_stay_inside_the_root() {
         let s = store("/data/root");
         assert!(s.object_path("/data/root/a/b.pb").is_ok());
-        assert!(matches!(
-            s.object_path("/data/root/../x"),
-            Err(BlobError::InvalidUri { .. })
-        ));
-        assert!(matches!(
-            s.object_path("/data/rootx/a"),
-            Err(BlobError::OutsideRoot { .. })
-        ));
-        assert!(matches!(
-            s.object_path("/etc/passwd"),
-            Err(BlobError::OutsideRoot { .. })
-        ));
-        assert!(matches!(
-            s.object_path("/data/root"),
-            Err(BlobError::InvalidUri { .. })
-        ));
-        assert!(matches!(
-            s.object_path("/data/root/"),
-            Err(BlobError::InvalidUri { .. })
-        ));
-        assert!(matches!(
-            s.object_path("/data/root/a/"),
-            Err(BlobError::InvalidUri { .. })
-        ));
-        assert!(matches!(
-            s.object_path("data/root/a"),
-            Err(BlobError::InvalidUri { .. })
-        ));
-        assert!(matches!(
-            s.object_path("file:///data/root/a"),
-            Err(BlobError::InvalidUri { .. })
-        ));
-        assert!(matches!(
-            s.object_path("s3://b/k"),
-            Err(BlobError::InvalidUri { .. })
-        ));
+        assert!(matches!(s.object_path("/data/root/../x"), Err(BlobError::InvalidUri { .. })));
+        assert!(matches!(s.object_path("/data/rootx/a"), Err(BlobError::OutsideRoot { .. })));
+        assert!(matches!(s.object_path("/etc/passwd"), Err(BlobError::OutsideRoot { .. })));
+        assert!(matches!(s.object_path("/data/root"), Err(BlobError::InvalidUri { .. })));
+        assert!(matches!(s.object_path("/data/root/"), Err(BlobError::InvalidUri { .. })));
+        assert!(matches!(s.object_path("/data/root/a/"), Err(BlobError::InvalidUri { .. })));
+        assert!(matches!(s.object_path("data/root/a"), Err(BlobError::InvalidUri { .. })));
+        assert!(matches!(s.object_path("file:///data/root/a"), Err(BlobError::InvalidUri { .. })));
+        assert!(matches!(s.object_path("s3://b/k"), Err(BlobError::InvalidUri { .. })));
     }
 
     #[test]
@@ -423,13 +342,7 @@ mod tests {
 
     #[test]
     fn escape_error_names_uri_and_root() {
-        let message = store("/data/root")
-            .object_path("/etc/passwd")
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            message,
-            "blob uri /etc/passwd is outside the store root /data/root"
-        );
+        let message = store("/data/root").object_path("/etc/passwd").unwrap_err().to_string();
+        assert_eq!(message, "blob uri /etc/passwd is outside the store root /data/root");
     }
 }

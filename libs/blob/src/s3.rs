@@ -56,10 +56,9 @@ impl S3Store {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         loader = match &config.region {
             Some(region) => loader.region(Region::new(region.clone())),
-            None => loader.region(
-                RegionProviderChain::default_provider()
-                    .or_else(Region::from_static(FALLBACK_REGION)),
-            ),
+            None => {
+                loader.region(RegionProviderChain::default_provider().or_else(Region::from_static(FALLBACK_REGION)))
+            }
         };
         if let (Some(access_key), Some(secret_key)) = (&config.access_key, &config.secret_key) {
             loader = loader.credentials_provider(Credentials::new(
@@ -81,10 +80,7 @@ impl S3Store {
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             .build();
-        Ok(Self {
-            client: Client::from_conf(s3_config),
-            root: config.root.trim_end_matches('/').to_string(),
-        })
+        Ok(Self { client: Client::from_conf(s3_config), root: config.root.trim_end_matches('/').to_string() })
     }
 
     pub(crate) fn root(&self) -> &str {
@@ -125,14 +121,7 @@ impl S3Store {
 
     pub(crate) async fn head(&self, uri: &str) -> Result<Option<ObjectMeta>> {
         let (bucket, key) = object(uri)?;
-        let out = match self
-            .client
-            .head_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-        {
+        let out = match self.client.head_object().bucket(bucket).key(key).send().await {
             Ok(out) => out,
             Err(e) => {
                 return match sdk_error("HeadObject", uri, e) {
@@ -141,12 +130,10 @@ impl S3Store {
                 };
             }
         };
-        let md5 = out.e_tag().and_then(etag_md5).or_else(|| {
-            out.metadata()
-                .and_then(|m| m.get(MD5_METADATA))
-                .filter(|v| is_md5_hex(v))
-                .cloned()
-        });
+        let md5 = out
+            .e_tag()
+            .and_then(etag_md5)
+            .or_else(|| out.metadata().and_then(|m| m.get(MD5_METADATA)).filter(|v| is_md5_hex(v)).cloned());
         let size = u64::try_from(out.content_length().unwrap_or(0)).unwrap_or(0);
         Ok(Some(ObjectMeta { size, md5 }))
     }
@@ -181,11 +168,9 @@ impl S3Store {
     }
 
     pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        let (bucket, key_prefix) =
-            uri::split_s3(prefix).map_err(|reason| BlobError::invalid_uri(prefix, reason))?;
+        let (bucket, key_prefix) = uri::split_s3(prefix).map_err(|reason| BlobError::invalid_uri(prefix, reason))?;
         uri::check_bucket(bucket).map_err(|reason| BlobError::invalid_uri(prefix, reason))?;
-        uri::check_key_segments(key_prefix, true)
-            .map_err(|reason| BlobError::invalid_uri(prefix, reason))?;
+        uri::check_key_segments(key_prefix, true).map_err(|reason| BlobError::invalid_uri(prefix, reason))?;
         let mut pages = self
             .client
             .list_objects_v2()
@@ -196,12 +181,7 @@ impl S3Store {
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| sdk_error("ListObjectsV2", prefix, e))?;
-            out.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key())
-                    .map(|key| format!("s3://{bucket}/{key}")),
-            );
+            out.extend(page.contents().iter().filter_map(|o| o.key()).map(|key| format!("s3://{bucket}/{key}")));
         }
         // S3 already returns key order; sorting makes it independent of the server.
         out.sort();
@@ -210,14 +190,7 @@ impl S3Store {
 
     pub(crate) async fn delete(&self, uri: &str) -> Result<()> {
         let (bucket, key) = object(uri)?;
-        match self
-            .client
-            .delete_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-        {
+        match self.client.delete_object().bucket(bucket).key(key).send().await {
             Ok(_) => Ok(()),
             Err(e) => match sdk_error("DeleteObject", uri, e) {
                 BlobError::NotFound { .. } => Ok(()),
@@ -239,9 +212,7 @@ impl S3Store {
             .await
             .map_err(|e| match sdk_error("CopyObject", dst, e) {
                 // the only object that can be missing is the source
-                BlobError::NotFound { .. } => BlobError::NotFound {
-                    uri: src.to_string(),
-                },
+                BlobError::NotFound { .. } => BlobError::NotFound { uri: src.to_string() },
                 other => other,
             })?;
         Ok(())
@@ -251,10 +222,8 @@ impl S3Store {
         let (bucket, key) = object(uri)?;
         let path = local_path.to_path_buf();
         let local_display = local_path.display().to_string();
-        let size = tokio::fs::metadata(&path)
-            .await
-            .map_err(|e| BlobError::io("read local file", &local_display, e))?
-            .len();
+        let size =
+            tokio::fs::metadata(&path).await.map_err(|e| BlobError::io("read local file", &local_display, e))?.len();
         // Hashing first costs one extra sequential read but lets every object carry its md5.
         let md5_hex = {
             let (path, display) = (path.clone(), local_display.clone());
@@ -265,13 +234,11 @@ impl S3Store {
         };
         if size <= MULTIPART_THRESHOLD {
             let md5_bytes = hex::decode(&md5_hex).expect("md5_file returns hex");
-            let body = ByteStream::from_path(&path)
-                .await
-                .map_err(|e| BlobError::S3 {
-                    op: "PutObject",
-                    uri: uri.to_string(),
-                    message: format!("opening {local_display}: {}", DisplayErrorContext(&e)),
-                })?;
+            let body = ByteStream::from_path(&path).await.map_err(|e| BlobError::S3 {
+                op: "PutObject",
+                uri: uri.to_string(),
+                message: format!("opening {local_display}: {}", DisplayErrorContext(&e)),
+            })?;
             self.client
                 .put_object()
                 .bucket(bucket)
@@ -299,19 +266,11 @@ impl S3Store {
             uri: uri.to_string(),
             message: "response has no upload id".to_string(),
         })?;
-        let result = self
-            .upload_parts(uri, bucket, key, upload_id, &path, size)
-            .await;
+        let result = self.upload_parts(uri, bucket, key, upload_id, &path, size).await;
         if result.is_err() {
             // Otherwise the uploaded parts are kept (and billed) until a lifecycle rule reaps them.
-            if let Err(e) = self
-                .client
-                .abort_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .send()
-                .await
+            if let Err(e) =
+                self.client.abort_multipart_upload().bucket(bucket).key(key).upload_id(upload_id).send().await
             {
                 tracing::warn!(uri, error = %DisplayErrorContext(&e), "could not abort multipart upload");
             }
@@ -364,11 +323,7 @@ impl S3Store {
             .bucket(bucket)
             .key(key)
             .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(completed))
-                    .build(),
-            )
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
             .send()
             .await
             .map_err(|e| sdk_error("CompleteMultipartUpload", uri, e))?;
@@ -392,9 +347,7 @@ impl S3Store {
             .filter(|d| !d.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| BlobError::io("write local file", &local_display, e))?;
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| BlobError::io("write local file", &local_display, e))?;
         let temp = local::temp_path(&dir);
         let result = async {
             let mut file = tokio::fs::File::create_new(&temp)
@@ -406,17 +359,11 @@ impl S3Store {
                 uri: uri.to_string(),
                 message: format!("reading body: {}", DisplayErrorContext(&e)),
             })? {
-                file.write_all(&chunk)
-                    .await
-                    .map_err(|e| BlobError::io("write local file", &local_display, e))?;
+                file.write_all(&chunk).await.map_err(|e| BlobError::io("write local file", &local_display, e))?;
             }
-            file.flush()
-                .await
-                .map_err(|e| BlobError::io("write local file", &local_display, e))?;
+            file.flush().await.map_err(|e| BlobError::io("write local file", &local_display, e))?;
             drop(file);
-            tokio::fs::rename(&temp, local_path)
-                .await
-                .map_err(|e| BlobError::io("write local file", &local_display, e))
+            tokio::fs::rename(&temp, local_path).await.map_err(|e| BlobError::io("write local file", &local_display, e))
         }
         .await;
         if result.is_err() {
@@ -471,10 +418,7 @@ fn object(uri: &str) -> Result<(&str, &str)> {
         return Err(BlobError::invalid_uri(uri, "names a bucket, not an object"));
     }
     if key.ends_with('/') {
-        return Err(BlobError::invalid_uri(
-            uri,
-            "ends with '/', which names a prefix, not an object",
-        ));
+        return Err(BlobError::invalid_uri(uri, "ends with '/', which names a prefix, not an object"));
     }
     uri::check_key_segments(key, false).map_err(|reason| BlobError::invalid_uri(uri, reason))?;
     Ok((bucket, key))
@@ -498,17 +442,10 @@ where
     let code = error.code();
     // HEAD responses have no body, hence no code: a bare 404 is a missing key. A 404 with a code
     // (NoSuchBucket, NoSuchUpload) is a real error and must not pass as "not written yet".
-    if code == Some("NoSuchKey") || (status == Some(404) && matches!(code, None | Some("NotFound")))
-    {
-        return BlobError::NotFound {
-            uri: uri.to_string(),
-        };
+    if code == Some("NoSuchKey") || (status == Some(404) && matches!(code, None | Some("NotFound"))) {
+        return BlobError::NotFound { uri: uri.to_string() };
     }
-    BlobError::S3 {
-        op,
-        uri: uri.to_string(),
-        message: DisplayErrorContext(&error).to_string(),
-    }
+    BlobError::S3 { op, uri: uri.to_string(), message: DisplayErrorContext(&error).to_string() }
 }
 
 /// The md5 in a single-part ETag (`"<32 hex>"`); multipart ETags (`"<hex>-<parts>"`) have none.
@@ -525,9 +462,7 @@ async fn read_range(path: &Path, offset: u64, len: u64) -> Result<Bytes> {
     let display = path.display().to_string();
     let io = |e| BlobError::io("read local file", &display, e);
     let mut file = tokio::fs::File::open(path).await.map_err(io)?;
-    file.seek(std::io::SeekFrom::Start(offset))
-        .await
-        .map_err(io)?;
+    file.seek(std::io::SeekFrom::Start(offset)).await.map_err(io)?;
     let mut buf = vec![0u8; usize::try_from(len).expect("part fits in memory")];
     file.read_exact(&mut buf).await.map_err(io)?;
     Ok(Bytes::from(buf))
@@ -543,10 +478,7 @@ mod tests {
             etag_md5("\"9E107D9D372BB6826BD81D3542A419D6\"").as_deref(),
             Some("9e107d9d372bb6826bd81d3542a419d6")
         );
-        assert_eq!(
-            etag_md5("9e107d9d372bb6826bd81d3542a419d6").as_deref(),
-            Some("9e107d9d372bb6826bd81d3542a419d6")
-        );
+        assert_eq!(etag_md5("9e107d9d372bb6826bd81d3542a419d6").as_deref(), Some("9e107d9d372bb6826bd81d3542a419d6"));
         assert_eq!(etag_md5("\"9e107d9d372bb6826bd81d3542a419d6-2\""), None);
         assert_eq!(etag_md5("\"\""), None);
     }
@@ -554,19 +486,8 @@ mod tests {
     #[test]
     fn object_uris() {
         assert_eq!(object("s3://b/k/x.pb").unwrap(), ("b", "k/x.pb"));
-        for bad in [
-            "s3://b",
-            "s3://b/",
-            "s3://b/k/",
-            "s3://b/k/../x",
-            "/local/path",
-            "s3:///k",
-            "s3://b//k",
-        ] {
-            assert!(
-                matches!(object(bad), Err(BlobError::InvalidUri { .. })),
-                "{bad}"
-            );
+        for bad in ["s3://b", "s3://b/", "s3://b/k/", "s3://b/k/../x", "/local/path", "s3:///k", "s3://b//k"] {
+            assert!(matches!(object(bad), Err(BlobError::InvalidUri { .. })), "{bad}");
         }
     }
 }

@@ -16,18 +16,12 @@ pub fn join(base: &str, relative: &str) -> String {
     if relative.is_empty() {
         return base.to_string();
     }
-    if base.ends_with("://") {
-        format!("{base}{relative}")
-    } else {
-        format!("{base}/{relative}")
-    }
+    if base.ends_with("://") { format!("{base}{relative}") } else { format!("{base}/{relative}") }
 }
 
 /// Splits `s3://bucket/key` into `(bucket, key)`; `key` may be empty.
 pub(crate) fn split_s3(uri: &str) -> Result<(&str, &str), String> {
-    let rest = uri
-        .strip_prefix("s3://")
-        .ok_or_else(|| "expected an s3://bucket/key uri".to_string())?;
+    let rest = uri.strip_prefix("s3://").ok_or_else(|| "expected an s3://bucket/key uri".to_string())?;
     let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
     if bucket.is_empty() {
         return Err("has no bucket".to_string());
@@ -41,10 +35,7 @@ pub(crate) fn check_bucket(bucket: &str) -> Result<(), String> {
     if bucket.is_empty() {
         return Err("has no bucket".to_string());
     }
-    if let Some(c) = bucket
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
-    {
+    if let Some(c) = bucket.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))) {
         return Err(format!("bucket {bucket:?} contains {c:?}"));
     }
     Ok(())
@@ -60,11 +51,7 @@ pub(crate) fn check_key_segments(key: &str, allow_trailing_slash: bool) -> Resul
     if key.contains('\0') {
         return Err("contains a NUL byte".to_string());
     }
-    let key = if allow_trailing_slash {
-        key.strip_suffix('/').unwrap_or(key)
-    } else {
-        key
-    };
+    let key = if allow_trailing_slash { key.strip_suffix('/').unwrap_or(key) } else { key };
     if key.is_empty() {
         return Ok(());
     }
@@ -122,14 +109,8 @@ mod tests {
     #[test]
     fn join_builds_the_flyte_layout() {
         let data = join(&join("s3://bucket/metadata", "proj/dev/exec1/n0"), "data");
-        assert_eq!(
-            join(&data, "inputs.pb"),
-            "s3://bucket/metadata/proj/dev/exec1/n0/data/inputs.pb"
-        );
-        assert_eq!(
-            join(&data, "0/outputs.pb"),
-            "s3://bucket/metadata/proj/dev/exec1/n0/data/0/outputs.pb"
-        );
+        assert_eq!(join(&data, "inputs.pb"), "s3://bucket/metadata/proj/dev/exec1/n0/data/inputs.pb");
+        assert_eq!(join(&data, "0/outputs.pb"), "s3://bucket/metadata/proj/dev/exec1/n0/data/0/outputs.pb");
     }
 
     #[test]
@@ -153,10 +134,7 @@ mod tests {
         assert!(check_key_segments("a/./b", false).is_err());
         assert!(check_key_segments("a//b", false).is_err());
         assert!(check_key_segments("a\0b", false).is_err());
-        assert!(
-            check_key_segments("/k", false).is_err(),
-            "an S3 key starting with '/' has an empty segment"
-        );
+        assert!(check_key_segments("/k", false).is_err(), "an S3 key starting with '/' has an empty segment");
         // dots inside a name are fine
         assert!(check_key_segments("a/..b/c..", false).is_ok());
     }
@@ -171,9 +149,6 @@ mod tests {
 
     #[test]
     fn copy_source_is_percent_encoded() {
-        assert_eq!(
-            encode_copy_source("b", "a/b c+d=é.pb"),
-            "b/a/b%20c%2Bd%3D%C3%A9.pb"
-        );
+        assert_eq!(encode_copy_source("b", "a/b c+d=é.pb"), "b/a/b%20c%2Bd%3D%C3%A9.pb");
     }
 }

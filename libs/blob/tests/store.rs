@@ -43,15 +43,9 @@ impl Fixture {
 
 async fn local_fixture() -> Fixture {
     let scratch = tempfile::tempdir().expect("temp dir");
-    let store = BlobStore::local(scratch.path().join("store"))
-        .await
-        .expect("local store");
+    let store = BlobStore::local(scratch.path().join("store")).await.expect("local store");
     let base = join(store.root(), &aloft_testkit::unique_name("blob"));
-    Fixture {
-        store,
-        base,
-        scratch,
-    }
+    Fixture { store, base, scratch }
 }
 
 fn s3_config(root: String) -> BlobConfig {
@@ -69,15 +63,9 @@ fn s3_config(root: String) -> BlobConfig {
 async fn s3_fixture() -> Fixture {
     let bucket = &aloft_testkit::deps().s3_bucket;
     let root = format!("s3://{bucket}/{}", aloft_testkit::unique_name("blob-test"));
-    let store = BlobStore::from_config(&s3_config(root))
-        .await
-        .expect("s3 store");
+    let store = BlobStore::from_config(&s3_config(root)).await.expect("s3 store");
     let base = store.root().to_string();
-    Fixture {
-        store,
-        base,
-        scratch: tempfile::tempdir().expect("temp dir"),
-    }
+    Fixture { store, base, scratch: tempfile::tempdir().expect("temp dir") }
 }
 
 /// Generates one test per case and backend: `local::<case>` and `s3::<case>`.
@@ -133,10 +121,7 @@ fn assert_not_found<T: std::fmt::Debug>(result: aloft_blob::Result<T>, uri: &str
 }
 
 fn assert_invalid_uri<T: std::fmt::Debug>(result: aloft_blob::Result<T>, what: &str) {
-    assert!(
-        matches!(result, Err(BlobError::InvalidUri { .. })),
-        "{what}: expected InvalidUri, got {result:?}"
-    );
+    assert!(matches!(result, Err(BlobError::InvalidUri { .. })), "{what}: expected InvalidUri, got {result:?}");
 }
 
 /// Deterministic, incompressible-looking bytes (xorshift), so multipart parts differ.
@@ -221,18 +206,10 @@ mod cases {
     pub async fn concurrent_overwrites_are_atomic(f: &Fixture) -> Result<()> {
         let uri = f.uri("contended.bin");
         let versions: Vec<Vec<u8>> = (0..8).map(|i| pseudo_random(256 * 1024, i + 1)).collect();
-        futures::future::try_join_all(versions.iter().map(|v| f.store.put(&uri, v.clone())))
-            .await?;
+        futures::future::try_join_all(versions.iter().map(|v| f.store.put(&uri, v.clone()))).await?;
         let got = f.store.get(&uri).await?;
-        ensure!(
-            versions.iter().any(|v| v[..] == got[..]),
-            "the object is one complete version, not a mix"
-        );
-        assert_eq!(
-            f.store.list(&f.base).await?,
-            vec![uri],
-            "no temp files are visible"
-        );
+        ensure!(versions.iter().any(|v| v[..] == got[..]), "the object is one complete version, not a mix");
+        assert_eq!(f.store.list(&f.base).await?, vec![uri], "no temp files are visible");
         Ok(())
     }
 
@@ -243,15 +220,9 @@ mod cases {
         }
         let uris = |ks: &[&str]| ks.iter().map(|k| f.uri(k)).collect::<Vec<_>>();
 
-        assert_eq!(
-            f.store.list(&f.uri("a/")).await?,
-            uris(&["a/1.pb", "a/2.pb", "a/sub/3.pb"])
-        );
+        assert_eq!(f.store.list(&f.uri("a/")).await?, uris(&["a/1.pb", "a/2.pb", "a/sub/3.pb"]));
         // a plain string prefix, as S3 defines it
-        assert_eq!(
-            f.store.list(&f.uri("a")).await?,
-            uris(&["a/1.pb", "a/2.pb", "a/sub/3.pb", "ab/4.pb"])
-        );
+        assert_eq!(f.store.list(&f.uri("a")).await?, uris(&["a/1.pb", "a/2.pb", "a/sub/3.pb", "ab/4.pb"]));
         assert_eq!(f.store.list(&f.uri("a/su")).await?, uris(&["a/sub/3.pb"]));
         assert_eq!(f.store.list(&f.uri("a/1.pb")).await?, uris(&["a/1.pb"]));
         assert_eq!(f.store.list(&f.base).await?, uris(&keys));
@@ -280,11 +251,7 @@ mod cases {
         f.store.put(&src, "payload").await?;
         f.store.copy(&src, &dst).await?;
         assert_eq!(f.store.get(&dst).await?, Bytes::from_static(b"payload"));
-        assert_eq!(
-            f.store.get(&src).await?,
-            Bytes::from_static(b"payload"),
-            "the source stays"
-        );
+        assert_eq!(f.store.get(&src).await?, Bytes::from_static(b"payload"), "the source stays");
         assert_eq!(f.store.md5(&dst).await?, Some(md5_hex(b"payload")));
 
         // over an existing object
@@ -329,10 +296,7 @@ mod cases {
 
         let target = f.scratch.path().join("download/nested/bundle.tar.gz");
         f.store.get_to_file(&uri, &target).await?;
-        ensure!(
-            tokio::fs::read(&target).await? == data,
-            "downloaded file differs"
-        );
+        ensure!(tokio::fs::read(&target).await? == data, "downloaded file differs");
         ensure!(f.store.get(&uri).await?[..] == data[..], "get differs");
 
         // get_to_file replaces an existing file
@@ -345,17 +309,10 @@ mod cases {
         assert_eq!(f.store.md5(&small_uri).await?, Some(md5_hex(b"small file")));
 
         let no_temp_files = std::fs::read_dir(target.parent().context("parent")?)?.count() == 1;
-        ensure!(
-            no_temp_files,
-            "only the downloaded file is in its directory"
-        );
+        ensure!(no_temp_files, "only the downloaded file is in its directory");
 
         let missing_local = f.scratch.path().join("does-not-exist");
-        let err = f
-            .store
-            .put_file(&f.uri("x"), &missing_local)
-            .await
-            .unwrap_err();
+        let err = f.store.put_file(&f.uri("x"), &missing_local).await.unwrap_err();
         assert!(matches!(err, BlobError::Io { .. }), "{err:?}");
         assert!(err.to_string().contains("does-not-exist"), "{err}");
         Ok(())
@@ -374,78 +331,34 @@ mod cases {
                 assert_eq!((put_url, get_url), (None, None));
                 return Ok(());
             }
-            BlobKind::S3 => (
-                put_url.context("presigned put url")?,
-                get_url.context("presigned get url")?,
-            ),
+            BlobKind::S3 => (put_url.context("presigned put url")?, get_url.context("presigned get url")?),
         };
 
         let http = reqwest::Client::new();
         // what flytekit sends: Content-Length and Content-MD5
-        let tampered = http
-            .put(&put_url)
-            .header("Content-MD5", BASE64.encode(md5))
-            .body("tampered")
-            .send()
-            .await?;
-        ensure!(
-            !tampered.status().is_success(),
-            "a body that does not match Content-MD5 is rejected"
-        );
+        let tampered = http.put(&put_url).header("Content-MD5", BASE64.encode(md5)).body("tampered").send().await?;
+        ensure!(!tampered.status().is_success(), "a body that does not match Content-MD5 is rejected");
         let unsigned = http.put(&put_url).body(body.clone()).send().await?;
-        ensure!(
-            !unsigned.status().is_success(),
-            "Content-MD5 is part of the signature"
-        );
+        ensure!(!unsigned.status().is_success(), "Content-MD5 is part of the signature");
         assert!(!f.store.exists(&uri).await?);
 
-        let response = http
-            .put(&put_url)
-            .header("Content-MD5", BASE64.encode(md5))
-            .body(body.clone())
-            .send()
-            .await?;
+        let response = http.put(&put_url).header("Content-MD5", BASE64.encode(md5)).body(body.clone()).send().await?;
         let status = response.status();
-        ensure!(
-            status == 200 || status == 201,
-            "presigned PUT failed: {status} {}",
-            response.text().await?
-        );
+        ensure!(status == 200 || status == 201, "presigned PUT failed: {status} {}", response.text().await?);
         assert_eq!(f.store.get(&uri).await?, Bytes::from(body.clone()));
-        assert_eq!(
-            f.store.head(&uri).await?.context("head")?.md5,
-            Some(hex::encode(md5))
-        );
+        assert_eq!(f.store.head(&uri).await?.context("head")?.md5, Some(hex::encode(md5)));
 
         let response = http.get(&get_url).send().await?;
-        ensure!(
-            response.status().is_success(),
-            "presigned GET failed: {}",
-            response.status()
-        );
+        ensure!(response.status().is_success(), "presigned GET failed: {}", response.status());
         assert_eq!(response.bytes().await?, Bytes::from(body));
 
         // without an md5 the URL accepts any body
         let free = f.uri("uploads/free.bin");
-        let url = f
-            .store
-            .presign_put(&free, None, expires)
-            .await?
-            .context("url")?;
-        ensure!(
-            http.put(&url)
-                .body("anything")
-                .send()
-                .await?
-                .status()
-                .is_success()
-        );
+        let url = f.store.presign_put(&free, None, expires).await?.context("url")?;
+        ensure!(http.put(&url).body("anything").send().await?.status().is_success());
         assert_eq!(f.store.get(&free).await?, Bytes::from_static(b"anything"));
 
-        let too_long = f
-            .store
-            .presign_put(&free, None, Duration::from_secs(8 * 24 * 3600))
-            .await;
+        let too_long = f.store.presign_put(&free, None, Duration::from_secs(8 * 24 * 3600)).await;
         assert!(too_long.is_err(), "S3 caps presigned URLs at 7 days");
         Ok(())
     }
@@ -460,23 +373,12 @@ mod cases {
         assert_invalid_uri(f.store.list(&format!("{}/../", f.base)).await, "list");
         assert_invalid_uri(f.store.copy(&f.uri("inside.pb"), &escape).await, "copy dst");
         assert_invalid_uri(f.store.copy(&escape, &f.uri("x.pb")).await, "copy src");
-        assert_invalid_uri(
-            f.store.put_file(&escape, Path::new("/etc/hostname")).await,
-            "put_file",
-        );
-        assert_invalid_uri(
-            f.store
-                .presign_put(&escape, None, Duration::from_secs(60))
-                .await,
-            "presign_put",
-        );
+        assert_invalid_uri(f.store.put_file(&escape, Path::new("/etc/hostname")).await, "put_file");
+        assert_invalid_uri(f.store.presign_put(&escape, None, Duration::from_secs(60)).await, "presign_put");
         assert_invalid_uri(f.store.put(&f.uri("a/./b"), "x").await, "'.' segment");
         assert_invalid_uri(f.store.put(&f.uri("a//b"), "x").await, "empty segment");
         let message = f.store.put(&escape, "out").await.unwrap_err().to_string();
-        assert!(
-            message.contains(&escape) && message.contains("'..'"),
-            "{message}"
-        );
+        assert!(message.contains(&escape) && message.contains("'..'"), "{message}");
 
         if f.store.kind() == BlobKind::Local {
             // an absolute path elsewhere on the machine, and a sibling of the root
@@ -484,14 +386,8 @@ mod cases {
             let sibling = sibling.to_str().context("utf-8")?;
             for outside in ["/etc/aloft-blob-test.pb", sibling] {
                 let result = f.store.put(outside, "out").await;
-                assert!(
-                    matches!(result, Err(BlobError::OutsideRoot { .. })),
-                    "{outside}: {result:?}"
-                );
-                assert!(matches!(
-                    f.store.get(outside).await,
-                    Err(BlobError::OutsideRoot { .. })
-                ));
+                assert!(matches!(result, Err(BlobError::OutsideRoot { .. })), "{outside}: {result:?}");
+                assert!(matches!(f.store.get(outside).await, Err(BlobError::OutsideRoot { .. })));
             }
             assert!(!Path::new(sibling).exists() && !f.scratch.path().join("escaped.pb").exists());
         }
@@ -509,40 +405,22 @@ mod cases {
             let file_uri = format!("file://{}", f.uri("x.pb"));
             assert_invalid_uri(f.store.put(&file_uri, "x").await, "file:// uri");
         }
-        assert_invalid_uri(
-            f.store.put(&format!("{}/", f.uri("dir")), "x").await,
-            "trailing slash",
-        );
+        assert_invalid_uri(f.store.put(&format!("{}/", f.uri("dir")), "x").await, "trailing slash");
         Ok(())
     }
 }
 
 #[tokio::test]
 async fn invalid_config_is_rejected_naming_the_key() {
-    let config = BlobConfig {
-        root: "/not/an/s3/uri".into(),
-        ..BlobConfig::s3("")
-    };
+    let config = BlobConfig { root: "/not/an/s3/uri".into(), ..BlobConfig::s3("") };
     match BlobStore::from_config(&config).await {
         Err(BlobError::Config { key, .. }) => assert_eq!(key, "blob.root"),
         other => panic!("expected a config error, got {other:?}"),
     }
-    let config = BlobConfig {
-        access_key: Some("ak".into()),
-        ..BlobConfig::s3("s3://bucket")
-    };
+    let config = BlobConfig { access_key: Some("ak".into()), ..BlobConfig::s3("s3://bucket") };
     let err = BlobStore::from_config(&config).await.unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "invalid blob config blob.secret_key: must be set when blob.access_key is set"
-    );
-    assert!(matches!(
-        BlobStore::local("relative/dir").await,
-        Err(BlobError::Config {
-            key: "blob.root",
-            ..
-        })
-    ));
+    assert_eq!(err.to_string(), "invalid blob config blob.secret_key: must be set when blob.access_key is set");
+    assert!(matches!(BlobStore::local("relative/dir").await, Err(BlobError::Config { key: "blob.root", .. })));
 }
 
 #[tokio::test]
@@ -561,34 +439,17 @@ async fn s3_errors_other_than_missing_keys_are_not_not_found() -> Result<()> {
     let deps = aloft_testkit::deps();
     let key = format!("{}/k.pb", aloft_testkit::unique_name("blob-test"));
 
-    let wrong_secret = BlobConfig {
-        secret_key: Some("not-the-secret".into()),
-        ..s3_config(format!("s3://{}", deps.s3_bucket))
-    };
+    let wrong_secret =
+        BlobConfig { secret_key: Some("not-the-secret".into()), ..s3_config(format!("s3://{}", deps.s3_bucket)) };
     let store = BlobStore::from_config(&wrong_secret).await?;
     let uri = format!("s3://{}/{key}", deps.s3_bucket);
     let err = store.get(&uri).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            BlobError::S3 {
-                op: "GetObject",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, BlobError::S3 { op: "GetObject", .. }), "{err:?}");
     assert!(err.to_string().contains(&uri), "{err}");
 
     let store = BlobStore::from_config(&s3_config(format!("s3://{}", deps.s3_bucket))).await?;
-    let missing_bucket = format!(
-        "s3://{}/{key}",
-        aloft_testkit::unique_name("nobucket").replace('_', "-")
-    );
+    let missing_bucket = format!("s3://{}/{key}", aloft_testkit::unique_name("nobucket").replace('_', "-"));
     let err = store.get(&missing_bucket).await.unwrap_err();
-    assert!(
-        matches!(err, BlobError::S3 { .. }),
-        "a missing bucket is a real error: {err:?}"
-    );
+    assert!(matches!(err, BlobError::S3 { .. }), "a missing bucket is a real error: {err:?}");
     Ok(())
 }

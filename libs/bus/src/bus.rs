@@ -28,10 +28,7 @@ pub struct Bus {
 
 impl std::fmt::Debug for Bus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bus")
-            .field("url", &self.config.url)
-            .field("topology", &self.topology)
-            .finish()
+        f.debug_struct("Bus").field("url", &self.config.url).field("topology", &self.topology).finish()
     }
 }
 
@@ -59,33 +56,18 @@ impl Bus {
             .connection_timeout(config.connect_timeout);
         // The client's own timeout covers one TCP + handshake attempt; this outer bound also
         // covers name resolution and several resolved addresses, so startup can never hang.
-        let client = match tokio::time::timeout(
-            config.connect_timeout,
-            options.connect(config.url.as_str()),
-        )
-        .await
-        {
+        let client = match tokio::time::timeout(config.connect_timeout, options.connect(config.url.as_str())).await {
             Err(_) => {
-                return Err(Error::ConnectTimeout {
-                    url: config.url.clone(),
-                    timeout: config.connect_timeout,
-                });
+                return Err(Error::ConnectTimeout { url: config.url.clone(), timeout: config.connect_timeout });
             }
             Ok(Err(e)) => {
-                return Err(Error::Connect {
-                    url: config.url.clone(),
-                    source: Box::new(e),
-                });
+                return Err(Error::Connect { url: config.url.clone(), source: Box::new(e) });
             }
             Ok(Ok(client)) => client,
         };
         let topology = Topology::new(&config);
         tracing::debug!(url = %config.url, stream_prefix = %config.stream_prefix, "connected to nats");
-        Ok(Bus {
-            js: jetstream::new(client),
-            config: Arc::new(config),
-            topology: Arc::new(topology),
-        })
+        Ok(Bus { js: jetstream::new(client), config: Arc::new(config), topology: Arc::new(topology) })
     }
 
     /// The configuration this bus was connected with.
@@ -112,10 +94,7 @@ impl Bus {
             self.js
                 .create_or_update_stream(stream_config(spec))
                 .await
-                .map_err(|e| Error::Stream {
-                    stream: name.clone(),
-                    source: Box::new(e),
-                })?;
+                .map_err(|e| Error::Stream { stream: name.clone(), source: Box::new(e) })?;
             tracing::debug!(stream = %name, "stream ensured");
         }
         Ok(())
@@ -125,21 +104,14 @@ impl Bus {
     /// it. Republishing the same envelope id is safe: the server reports a duplicate and keeps
     /// one copy.
     pub async fn publish(&self, envelope: &Envelope) -> Result<Published> {
-        self.publish_with_trace(envelope, &TraceContext::default())
-            .await
+        self.publish_with_trace(envelope, &TraceContext::default()).await
     }
 
     /// [`Bus::publish`], carrying a W3C trace context in the `traceparent`/`tracestate` headers.
-    pub async fn publish_with_trace(
-        &self,
-        envelope: &Envelope,
-        trace: &TraceContext,
-    ) -> Result<Published> {
+    pub async fn publish_with_trace(&self, envelope: &Envelope, trace: &TraceContext) -> Result<Published> {
         let subject = self.topology.subject_for(envelope)?;
         let id = message_id(envelope)?;
-        let mut message = PublishMessage::build()
-            .payload(envelope.encode_to_vec().into())
-            .message_id(id);
+        let mut message = PublishMessage::build().payload(envelope.encode_to_vec().into()).message_id(id);
         for (name, value) in trace.to_headers() {
             message = message.header(name, value);
         }
@@ -158,12 +130,7 @@ impl Bus {
             .await
             .map_err(|e| publish_error(Box::new(e)))?;
         tracing::debug!(%subject, id, stream = %ack.stream, sequence = ack.sequence, duplicate = ack.duplicate, "published");
-        Ok(Published {
-            subject,
-            stream: ack.stream,
-            sequence: ack.sequence,
-            duplicate: ack.duplicate,
-        })
+        Ok(Published { subject, stream: ack.stream, sequence: ack.sequence, duplicate: ack.duplicate })
     }
 
     /// Creates (or updates to this config) the durable pull consumer `name` on a stream and
@@ -176,12 +143,7 @@ impl Bus {
     ///
     /// Every consumer acks explicitly, starts from the first message still in the stream, and
     /// gives a message up after `max_deliver` deliveries.
-    pub async fn consumer(
-        &self,
-        name: &str,
-        filter_subjects: &[String],
-        kind: StreamKind,
-    ) -> Result<Consumer> {
+    pub async fn consumer(&self, name: &str, filter_subjects: &[String], kind: StreamKind) -> Result<Consumer> {
         let stream = self.topology.stream_name(kind);
         if !is_valid_name(name) {
             return Err(Error::Config(format!(
@@ -222,11 +184,7 @@ impl Bus {
                 ..Default::default()
             })
             .await
-            .map_err(|e| Error::Kv {
-                bucket: bucket.clone(),
-                key: None,
-                source: Box::new(e),
-            })?;
+            .map_err(|e| Error::Kv { bucket: bucket.clone(), key: None, source: Box::new(e) })?;
         Ok(KvBucket::new(bucket, store))
     }
 }
@@ -251,12 +209,7 @@ fn stream_config(spec: StreamSpec) -> stream::Config {
 }
 
 /// The async-nats pull consumer config for a durable.
-fn consumer_config(
-    name: &str,
-    filters: &[String],
-    kind: StreamKind,
-    config: &BusConfig,
-) -> consumer::pull::Config {
+fn consumer_config(name: &str, filters: &[String], kind: StreamKind, config: &BusConfig) -> consumer::pull::Config {
     let (filter_subject, filter_subjects) = match filters {
         // A single filter goes in `filter_subject`, which servers before 2.10 also understand.
         [one] => (one.clone(), Vec::new()),
@@ -285,17 +238,8 @@ mod tests {
 
     #[test]
     fn consumer_config_is_explicit_ack_and_bounded() {
-        let cfg = BusConfig {
-            ack_wait: Duration::from_secs(3),
-            max_deliver: 4,
-            ..Default::default()
-        };
-        let one = consumer_config(
-            "sched",
-            &["aloft.cmd.execute".into()],
-            StreamKind::Commands,
-            &cfg,
-        );
+        let cfg = BusConfig { ack_wait: Duration::from_secs(3), max_deliver: 4, ..Default::default() };
+        let one = consumer_config("sched", &["aloft.cmd.execute".into()], StreamKind::Commands, &cfg);
         assert_eq!(one.durable_name.as_deref(), Some("sched"));
         assert_eq!(one.ack_policy, consumer::AckPolicy::Explicit);
         assert_eq!(one.deliver_policy, consumer::DeliverPolicy::All);

@@ -93,10 +93,7 @@ impl BusConfig {
             ));
         }
         if !(1..=5).contains(&self.replicas) {
-            return bad(format!(
-                "replicas must be between 1 and 5, got {}",
-                self.replicas
-            ));
+            return bad(format!("replicas must be between 1 and 5, got {}", self.replicas));
         }
         Ok(())
     }
@@ -146,62 +143,14 @@ mod tests {
     #[test]
     fn rejects_bad_fields_naming_them() {
         let cases: Vec<(BusConfig, &str)> = vec![
-            (
-                BusConfig {
-                    stream_prefix: "A.B".into(),
-                    ..Default::default()
-                },
-                "stream_prefix",
-            ),
-            (
-                BusConfig {
-                    subject_prefix: "a.*".into(),
-                    ..Default::default()
-                },
-                "subject_prefix",
-            ),
-            (
-                BusConfig {
-                    subject_prefix: "$JS".into(),
-                    ..Default::default()
-                },
-                "subject_prefix",
-            ),
-            (
-                BusConfig {
-                    max_deliver: 0,
-                    ..Default::default()
-                },
-                "max_deliver",
-            ),
-            (
-                BusConfig {
-                    ack_wait: Duration::ZERO,
-                    ..Default::default()
-                },
-                "ack_wait",
-            ),
-            (
-                BusConfig {
-                    event_max_age: Duration::from_secs(60),
-                    ..Default::default()
-                },
-                "event_max_age",
-            ),
-            (
-                BusConfig {
-                    replicas: 0,
-                    ..Default::default()
-                },
-                "replicas",
-            ),
-            (
-                BusConfig {
-                    url: " ".into(),
-                    ..Default::default()
-                },
-                "url",
-            ),
+            (BusConfig { stream_prefix: "A.B".into(), ..Default::default() }, "stream_prefix"),
+            (BusConfig { subject_prefix: "a.*".into(), ..Default::default() }, "subject_prefix"),
+            (BusConfig { subject_prefix: "$JS".into(), ..Default::default() }, "subject_prefix"),
+            (BusConfig { max_deliver: 0, ..Default::default() }, "max_deliver"),
+            (BusConfig { ack_wait: Duration::ZERO, ..Default::default() }, "ack_wait"),
+            (BusConfig { event_max_age: Duration::from_secs(60), ..Default::default() }, "event_max_age"),
+            (BusConfig { replicas: 0, ..Default::default() }, "replicas"),
+            (BusConfig { url: " ".into(), ..Default::default() }, "url"),
         ];
         for (cfg, field) in cases {
             let err = cfg.validate().unwrap_err().to_string();

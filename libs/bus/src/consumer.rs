@@ -32,20 +32,13 @@ pub struct Consumer {
 
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Consumer")
-            .field("name", &self.name)
-            .field("stream", &self.stream)
-            .finish()
+        f.debug_struct("Consumer").field("name", &self.name).field("stream", &self.stream).finish()
     }
 }
 
 impl Consumer {
     pub(crate) fn new(inner: PullConsumer, name: String, stream: String) -> Consumer {
-        Consumer {
-            inner,
-            name,
-            stream,
-        }
+        Consumer { inner, name, stream }
     }
 
     /// The durable name.
@@ -65,9 +58,7 @@ impl Consumer {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let (_, mut out) = self
-            .pull(self.inner.fetch().max_messages(max).messages())
-            .await?;
+        let (_, mut out) = self.pull(self.inner.fetch().max_messages(max).messages()).await?;
         let deadline = Instant::now() + wait;
         while out.is_empty() {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -77,25 +68,13 @@ impl Consumer {
             // Wait for one message only: a waiting request for `max` would hold the first ones
             // back until it fills or expires, and with `wait` near `ack_wait` they would be
             // redelivered before the caller even saw them.
-            let (pulled, first) = self
-                .pull(
-                    self.inner
-                        .batch()
-                        .max_messages(1)
-                        .expires(remaining)
-                        .messages(),
-                )
-                .await?;
+            let (pulled, first) = self.pull(self.inner.batch().max_messages(1).expires(remaining).messages()).await?;
             if pulled == 0 {
                 break;
             }
             out = first;
             if !out.is_empty() && max > 1 {
-                out.extend(
-                    self.pull(self.inner.fetch().max_messages(max - 1).messages())
-                        .await?
-                        .1,
-                );
+                out.extend(self.pull(self.inner.fetch().max_messages(max - 1).messages()).await?.1);
             }
         }
         Ok(out)
@@ -125,11 +104,7 @@ impl Consumer {
     /// are terminated and skipped. An `Err` item (e.g. missed heartbeats while the connection
     /// is down) is not the end: keep polling; the stream ends only when the consumer is gone.
     pub async fn messages(&self) -> Result<Deliveries> {
-        let messages = self
-            .inner
-            .messages()
-            .await
-            .map_err(|e| self.pull_error(Box::new(e)))?;
+        let messages = self.inner.messages().await.map_err(|e| self.pull_error(Box::new(e)))?;
         let (name, stream) = (self.name.clone(), self.stream.clone());
         let inner = messages
             .filter_map(move |item| {
@@ -137,11 +112,7 @@ impl Consumer {
                 async move {
                     match item {
                         Ok(message) => Delivery::decode(message, &name).await.map(Ok),
-                        Err(e) => Some(Err(Error::Pull {
-                            consumer: name,
-                            stream,
-                            source: Box::new(e),
-                        })),
+                        Err(e) => Some(Err(Error::Pull { consumer: name, stream, source: Box::new(e) })),
                     }
                 }
             })
@@ -150,11 +121,7 @@ impl Consumer {
     }
 
     fn pull_error(&self, source: Box<dyn std::error::Error + Send + Sync>) -> Error {
-        Error::Pull {
-            consumer: self.name.clone(),
-            stream: self.stream.clone(),
-            source,
-        }
+        Error::Pull { consumer: self.name.clone(), stream: self.stream.clone(), source }
     }
 }
 
@@ -208,10 +175,7 @@ impl Delivery {
     /// block the consumer's ack-pending slots.
     async fn decode(message: async_nats::jetstream::Message, consumer: &str) -> Option<Delivery> {
         let (delivered, stream_sequence) = match message.info() {
-            Ok(info) => (
-                u64::try_from(info.delivered).unwrap_or(0),
-                info.stream_sequence,
-            ),
+            Ok(info) => (u64::try_from(info.delivered).unwrap_or(0), info.stream_sequence),
             Err(_) => (0, 0),
         };
         let (message, acker) = message.split();
@@ -220,15 +184,7 @@ impl Delivery {
             Ok(envelope) => {
                 let headers = headers_map(message.headers.as_ref());
                 let trace = TraceContext::from_map(&headers);
-                Some(Delivery {
-                    envelope,
-                    subject,
-                    headers,
-                    trace,
-                    delivered,
-                    stream_sequence,
-                    acker: Arc::new(acker),
-                })
+                Some(Delivery { envelope, subject, headers, trace, delivered, stream_sequence, acker: Arc::new(acker) })
             }
             Err(e) => {
                 tracing::warn!(
@@ -322,15 +278,12 @@ impl Delivery {
     }
 
     async fn settle(&self, kind: AckKind, action: &'static str) -> Result<()> {
-        self.acker
-            .double_ack_with(kind)
-            .await
-            .map_err(|source| Error::Ack {
-                action,
-                subject: self.subject.clone(),
-                stream_sequence: self.stream_sequence,
-                source,
-            })
+        self.acker.double_ack_with(kind).await.map_err(|source| Error::Ack {
+            action,
+            subject: self.subject.clone(),
+            stream_sequence: self.stream_sequence,
+            source,
+        })
     }
 }
 
@@ -350,11 +303,7 @@ fn headers_map(headers: Option<&async_nats::HeaderMap>) -> HashMap<String, Strin
     headers
         .map(|h| {
             h.iter()
-                .filter_map(|(name, values)| {
-                    values
-                        .first()
-                        .map(|v| (name.to_string(), v.as_str().to_string()))
-                })
+                .filter_map(|(name, values)| values.first().map(|v| (name.to_string(), v.as_str().to_string())))
                 .collect()
         })
         .unwrap_or_default()

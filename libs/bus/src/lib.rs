@@ -23,7 +23,7 @@ pub use consumer::{Consumer, Deliveries, Delivery, KeepAlive};
 pub use error::{BoxError, Error, Result};
 pub use kv::{KvBucket, KvEntry};
 pub use topology::{
-    EventKind, Retention, StreamKind, StreamSpec, Topology, is_valid_name, is_valid_subject_prefix,
-    message_id, subject_is_subset, subject_token,
+    EventKind, Retention, StreamKind, StreamSpec, Topology, is_valid_name, is_valid_subject_prefix, message_id,
+    subject_is_subset, subject_token,
 };
 pub use trace::{TRACEPARENT, TRACESTATE, TraceContext, is_valid_traceparent};

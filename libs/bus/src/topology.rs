@@ -155,31 +155,19 @@ impl Topology {
 
     /// `<p>.task.run.<queue>`, the queue encoded as one token.
     pub fn task_run_subject(&self, queue: &str) -> Result<String> {
-        let queue =
-            subject_token(queue).ok_or_else(|| Error::Config("task queue name is empty".into()))?;
+        let queue = subject_token(queue).ok_or_else(|| Error::Config("task queue name is empty".into()))?;
         Ok(format!("{}.task.run.{queue}", self.subject_prefix))
     }
 
     /// `<p>.evt.<kind>.<project>.<domain>`, project and domain encoded as one token each.
     pub fn event_subject(&self, kind: EventKind, project: &str, domain: &str) -> Result<String> {
-        let project =
-            subject_token(project).ok_or_else(|| Error::Config("event project is empty".into()))?;
-        let domain =
-            subject_token(domain).ok_or_else(|| Error::Config("event domain is empty".into()))?;
-        Ok(format!(
-            "{}.evt.{}.{project}.{domain}",
-            self.subject_prefix,
-            kind.token()
-        ))
+        let project = subject_token(project).ok_or_else(|| Error::Config("event project is empty".into()))?;
+        let domain = subject_token(domain).ok_or_else(|| Error::Config("event domain is empty".into()))?;
+        Ok(format!("{}.evt.{}.{project}.{domain}", self.subject_prefix, kind.token()))
     }
 
     /// A consumer filter over events: `None` for any kind, project or domain (a `*` wildcard).
-    pub fn events_filter(
-        &self,
-        kind: Option<EventKind>,
-        project: Option<&str>,
-        domain: Option<&str>,
-    ) -> String {
+    pub fn events_filter(&self, kind: Option<EventKind>, project: Option<&str>, domain: Option<&str>) -> String {
         let token = |v: Option<&str>| v.and_then(subject_token).unwrap_or_else(|| "*".into());
         format!(
             "{}.evt.{}.{}.{}",
@@ -201,10 +189,7 @@ impl Topology {
 
     /// The desired shape of every stream.
     pub fn stream_specs(&self) -> Vec<StreamSpec> {
-        StreamKind::ALL
-            .iter()
-            .map(|&kind| self.stream_spec(kind))
-            .collect()
+        StreamKind::ALL.iter().map(|&kind| self.stream_spec(kind)).collect()
     }
 
     /// The desired shape of one stream.
@@ -212,21 +197,9 @@ impl Topology {
         let (retention, max_age, description) = match kind {
             // Commands must never expire unseen: they leave the stream only when acted on (or
             // when max_deliver gives up on them, which leaves them in place for inspection).
-            StreamKind::Commands => (
-                Retention::WorkQueue,
-                Duration::ZERO,
-                "aloft execute/abort commands",
-            ),
-            StreamKind::Tasks => (
-                Retention::WorkQueue,
-                Duration::ZERO,
-                "aloft task runs for executor pools",
-            ),
-            StreamKind::Events => (
-                Retention::Limits,
-                self.event_max_age,
-                "aloft workflow/node/task execution events",
-            ),
+            StreamKind::Commands => (Retention::WorkQueue, Duration::ZERO, "aloft execute/abort commands"),
+            StreamKind::Tasks => (Retention::WorkQueue, Duration::ZERO, "aloft task runs for executor pools"),
+            StreamKind::Events => (Retention::Limits, self.event_max_age, "aloft workflow/node/task execution events"),
         };
         StreamSpec {
             kind,
@@ -242,14 +215,8 @@ impl Topology {
 
     /// The subject an envelope is published on, derived from its body.
     pub fn subject_for(&self, envelope: &Envelope) -> Result<String> {
-        let invalid = |reason: &str| Error::InvalidEnvelope {
-            id: envelope.id.clone(),
-            reason: reason.into(),
-        };
-        let body = envelope
-            .body
-            .as_ref()
-            .ok_or_else(|| invalid("it has no body"))?;
+        let invalid = |reason: &str| Error::InvalidEnvelope { id: envelope.id.clone(), reason: reason.into() };
+        let body = envelope.body.as_ref().ok_or_else(|| invalid("it has no body"))?;
         let (kind, exec) = match body {
             Body::Execute(_) => return Ok(self.execute_subject()),
             Body::Abort(_) => return Ok(self.abort_subject()),
@@ -260,44 +227,29 @@ impl Topology {
                 return self.task_run_subject(&run.queue);
             }
             Body::WorkflowEvent(e) => (EventKind::Workflow, e.execution_id.as_ref()),
-            Body::NodeEvent(e) => (
-                EventKind::Node,
-                e.id.as_ref().and_then(|n| n.execution_id.as_ref()),
-            ),
+            Body::NodeEvent(e) => (EventKind::Node, e.id.as_ref().and_then(|n| n.execution_id.as_ref())),
             // The task id's own project/domain is where the task is registered, which may differ
             // from the execution's: route by the execution, like the other events.
-            Body::TaskEvent(e) => (
-                EventKind::Task,
-                e.parent_node_execution_id
-                    .as_ref()
-                    .and_then(|n| n.execution_id.as_ref()),
-            ),
+            Body::TaskEvent(e) => {
+                (EventKind::Task, e.parent_node_execution_id.as_ref().and_then(|n| n.execution_id.as_ref()))
+            }
         };
-        let WorkflowExecutionIdentifier {
-            project, domain, ..
-        } = exec.ok_or_else(|| invalid(&format!("{} event has no execution id", kind.token())))?;
+        let WorkflowExecutionIdentifier { project, domain, .. } =
+            exec.ok_or_else(|| invalid(&format!("{} event has no execution id", kind.token())))?;
         if project.is_empty() {
-            return Err(invalid(&format!(
-                "{} event execution id has an empty project",
-                kind.token()
-            )));
+            return Err(invalid(&format!("{} event execution id has an empty project", kind.token())));
         }
         if domain.is_empty() {
-            return Err(invalid(&format!(
-                "{} event execution id has an empty domain",
-                kind.token()
-            )));
+            return Err(invalid(&format!("{} event execution id has an empty domain", kind.token())));
         }
         self.event_subject(kind, project, domain)
     }
 
     /// The stream a subject of this topology belongs to.
     pub fn stream_of(&self, subject: &str) -> Option<StreamKind> {
-        StreamKind::ALL.into_iter().find(|&kind| {
-            self.stream_subjects(kind)
-                .iter()
-                .any(|s| subject_is_subset(subject, s))
-        })
+        StreamKind::ALL
+            .into_iter()
+            .find(|&kind| self.stream_subjects(kind).iter().any(|s| subject_is_subset(subject, s)))
     }
 
     /// Checks that every consumer filter lies inside the stream's subjects.
@@ -327,10 +279,7 @@ pub fn message_id(envelope: &Envelope) -> Result<&str> {
     } else {
         return Ok(id);
     };
-    Err(Error::InvalidEnvelope {
-        id: id.into(),
-        reason: reason.into(),
-    })
+    Err(Error::InvalidEnvelope { id: id.into(), reason: reason.into() })
 }
 
 /// Encodes a free-form value (project, domain, queue) as exactly one subject token, or `None` when
@@ -377,30 +326,21 @@ pub fn subject_is_subset(filter: &str, pattern: &str) -> bool {
 
 /// Stream, consumer and bucket names: non-empty ASCII letters, digits, `_` and `-`.
 pub fn is_valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// A subject prefix: one or more literal tokens, not in a reserved namespace.
 pub fn is_valid_subject_prefix(prefix: &str) -> bool {
     !prefix.starts_with('$')
         && !prefix.starts_with("_INBOX")
-        && prefix.split('.').all(|t| {
-            !t.is_empty()
-                && t.bytes()
-                    .all(|b| b.is_ascii_graphic() && b != b'*' && b != b'>')
-        })
+        && prefix.split('.').all(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic() && b != b'*' && b != b'>'))
 }
 
 #[cfg(test)]
 mod tests {
     use aloft_proto::aloft::v1::{AbortCommand, ExecuteCommand, TaskRunCommand};
     use aloft_proto::flyteidl::core::NodeExecutionIdentifier;
-    use aloft_proto::flyteidl::event::{
-        NodeExecutionEvent, TaskExecutionEvent, WorkflowExecutionEvent,
-    };
+    use aloft_proto::flyteidl::event::{NodeExecutionEvent, TaskExecutionEvent, WorkflowExecutionEvent};
 
     use super::*;
 
@@ -418,12 +358,7 @@ mod tests {
     }
 
     fn env(body: Body) -> Envelope {
-        Envelope {
-            id: "id-1".into(),
-            created_at: None,
-            source: "test".into(),
-            body: Some(body),
-        }
+        Envelope { id: "id-1".into(), created_at: None, source: "test".into(), body: Some(body) }
     }
 
     #[test]
@@ -447,25 +382,14 @@ mod tests {
         assert_eq!(specs[2].subjects, ["aloft.evt.>"]);
         assert_eq!(specs[2].retention, Retention::Limits);
         assert_eq!(specs[2].max_age, Duration::from_secs(7 * 86400));
-        assert!(
-            specs
-                .iter()
-                .all(|s| s.duplicate_window == Duration::from_secs(120))
-        );
+        assert!(specs.iter().all(|s| s.duplicate_window == Duration::from_secs(120)));
     }
 
     #[test]
     fn subject_prefix_namespaces_every_subject() {
-        let t = Topology::new(&BusConfig {
-            subject_prefix: "t_1".into(),
-            ..Default::default()
-        });
+        let t = Topology::new(&BusConfig { subject_prefix: "t_1".into(), ..Default::default() });
         for kind in StreamKind::ALL {
-            assert!(
-                t.stream_subjects(kind)
-                    .iter()
-                    .all(|s| s.starts_with("t_1."))
-            );
+            assert!(t.stream_subjects(kind).iter().all(|s| s.starts_with("t_1.")));
         }
         assert_eq!(t.events_filter(None, None, None), "t_1.evt.*.*.*");
     }
@@ -473,70 +397,27 @@ mod tests {
     #[test]
     fn subject_for_every_body() {
         let t = topo();
-        assert_eq!(
-            t.subject_for(&env(Body::Execute(ExecuteCommand::default())))
-                .unwrap(),
-            "aloft.cmd.execute"
-        );
-        assert_eq!(
-            t.subject_for(&env(Body::Abort(AbortCommand::default())))
-                .unwrap(),
-            "aloft.cmd.abort"
-        );
-        let run = TaskRunCommand {
-            queue: "gpu.large".into(),
-            ..Default::default()
-        };
-        assert_eq!(
-            t.subject_for(&env(Body::TaskRun(run))).unwrap(),
-            "aloft.task.run.gpu%2Elarge"
-        );
-        let wf = WorkflowExecutionEvent {
-            execution_id: Some(exec("flytesnacks", "development")),
-            ..Default::default()
-        };
-        assert_eq!(
-            t.subject_for(&env(Body::WorkflowEvent(wf))).unwrap(),
-            "aloft.evt.workflow.flytesnacks.development"
-        );
-        let node_id = NodeExecutionIdentifier {
-            node_id: "n0".into(),
-            execution_id: Some(exec("p", "d")),
-        };
-        let node = NodeExecutionEvent {
-            id: Some(node_id.clone()),
-            ..Default::default()
-        };
-        assert_eq!(
-            t.subject_for(&env(Body::NodeEvent(node))).unwrap(),
-            "aloft.evt.node.p.d"
-        );
-        let task = TaskExecutionEvent {
-            parent_node_execution_id: Some(node_id),
-            ..Default::default()
-        };
-        assert_eq!(
-            t.subject_for(&env(Body::TaskEvent(task))).unwrap(),
-            "aloft.evt.task.p.d"
-        );
+        assert_eq!(t.subject_for(&env(Body::Execute(ExecuteCommand::default()))).unwrap(), "aloft.cmd.execute");
+        assert_eq!(t.subject_for(&env(Body::Abort(AbortCommand::default()))).unwrap(), "aloft.cmd.abort");
+        let run = TaskRunCommand { queue: "gpu.large".into(), ..Default::default() };
+        assert_eq!(t.subject_for(&env(Body::TaskRun(run))).unwrap(), "aloft.task.run.gpu%2Elarge");
+        let wf =
+            WorkflowExecutionEvent { execution_id: Some(exec("flytesnacks", "development")), ..Default::default() };
+        assert_eq!(t.subject_for(&env(Body::WorkflowEvent(wf))).unwrap(), "aloft.evt.workflow.flytesnacks.development");
+        let node_id = NodeExecutionIdentifier { node_id: "n0".into(), execution_id: Some(exec("p", "d")) };
+        let node = NodeExecutionEvent { id: Some(node_id.clone()), ..Default::default() };
+        assert_eq!(t.subject_for(&env(Body::NodeEvent(node))).unwrap(), "aloft.evt.node.p.d");
+        let task = TaskExecutionEvent { parent_node_execution_id: Some(node_id), ..Default::default() };
+        assert_eq!(t.subject_for(&env(Body::TaskEvent(task))).unwrap(), "aloft.evt.task.p.d");
     }
 
     #[test]
     fn every_published_subject_lands_in_its_stream() {
         let t = topo();
-        assert_eq!(
-            t.stream_of(&t.execute_subject()),
-            Some(StreamKind::Commands)
-        );
+        assert_eq!(t.stream_of(&t.execute_subject()), Some(StreamKind::Commands));
         assert_eq!(t.stream_of(&t.abort_subject()), Some(StreamKind::Commands));
-        assert_eq!(
-            t.stream_of(&t.task_run_subject("q").unwrap()),
-            Some(StreamKind::Tasks)
-        );
-        assert_eq!(
-            t.stream_of(&t.event_subject(EventKind::Task, "a b", "c>").unwrap()),
-            Some(StreamKind::Events)
-        );
+        assert_eq!(t.stream_of(&t.task_run_subject("q").unwrap()), Some(StreamKind::Tasks));
+        assert_eq!(t.stream_of(&t.event_subject(EventKind::Task, "a b", "c>").unwrap()), Some(StreamKind::Events));
         assert_eq!(t.stream_of("aloft.cmd.other"), None);
         assert_eq!(t.stream_of("other.evt.node.p.d"), None);
     }
@@ -544,42 +425,18 @@ mod tests {
     #[test]
     fn unroutable_envelopes_are_refused_with_a_reason() {
         let t = topo();
-        let no_body = Envelope {
-            id: "x".into(),
-            ..Default::default()
-        };
-        assert!(
-            t.subject_for(&no_body)
-                .unwrap_err()
-                .to_string()
-                .contains("no body")
-        );
+        let no_body = Envelope { id: "x".into(), ..Default::default() };
+        assert!(t.subject_for(&no_body).unwrap_err().to_string().contains("no body"));
         let no_queue = env(Body::TaskRun(TaskRunCommand::default()));
-        assert!(
-            t.subject_for(&no_queue)
-                .unwrap_err()
-                .to_string()
-                .contains("task_run.queue")
-        );
+        assert!(t.subject_for(&no_queue).unwrap_err().to_string().contains("task_run.queue"));
         let no_exec = env(Body::WorkflowEvent(WorkflowExecutionEvent::default()));
         let err = t.subject_for(&no_exec).unwrap_err().to_string();
-        assert!(
-            err.contains("id-1") && err.contains("workflow event has no execution id"),
-            "{err}"
-        );
+        assert!(err.contains("id-1") && err.contains("workflow event has no execution id"), "{err}");
         let no_domain = env(Body::NodeEvent(NodeExecutionEvent {
-            id: Some(NodeExecutionIdentifier {
-                node_id: "n".into(),
-                execution_id: Some(exec("p", "")),
-            }),
+            id: Some(NodeExecutionIdentifier { node_id: "n".into(), execution_id: Some(exec("p", "")) }),
             ..Default::default()
         }));
-        assert!(
-            t.subject_for(&no_domain)
-                .unwrap_err()
-                .to_string()
-                .contains("empty domain")
-        );
+        assert!(t.subject_for(&no_domain).unwrap_err().to_string().contains("empty domain"));
     }
 
     #[test]
@@ -597,37 +454,17 @@ mod tests {
         assert_ne!(subject_token("a%2Eb"), subject_token("a.b"));
         for v in ["a.b", "x y", ">", "*", "%", "\u{7f}", "ünï.cödé"] {
             let t = subject_token(v).unwrap();
-            assert!(
-                t.bytes()
-                    .all(|b| b.is_ascii_graphic() && !matches!(b, b'.' | b'*' | b'>')),
-                "{t}"
-            );
+            assert!(t.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'.' | b'*' | b'>')), "{t}");
         }
     }
 
     #[test]
     fn message_id_is_the_envelope_id() {
-        let e = Envelope {
-            id: "exec/p/d/n".into(),
-            ..Default::default()
-        };
+        let e = Envelope { id: "exec/p/d/n".into(), ..Default::default() };
         assert_eq!(message_id(&e).unwrap(), "exec/p/d/n");
-        assert!(
-            message_id(&Envelope::default())
-                .unwrap_err()
-                .to_string()
-                .contains("id is empty")
-        );
-        let bad = Envelope {
-            id: "a\r\nb".into(),
-            ..Default::default()
-        };
-        assert!(
-            message_id(&bad)
-                .unwrap_err()
-                .to_string()
-                .contains("control characters")
-        );
+        assert!(message_id(&Envelope::default()).unwrap_err().to_string().contains("id is empty"));
+        let bad = Envelope { id: "a\r\nb".into(), ..Default::default() };
+        assert!(message_id(&bad).unwrap_err().to_string().contains("control characters"));
     }
 
     #[test]
@@ -649,23 +486,11 @@ mod tests {
     #[test]
     fn filters_must_lie_inside_the_stream() {
         let t = topo();
-        t.check_filters(
-            StreamKind::Events,
-            &[t.events_filter(Some(EventKind::Node), Some("p"), None)],
-        )
-        .unwrap();
-        t.check_filters(StreamKind::Commands, &[t.execute_subject()])
-            .unwrap();
-        t.check_filters(StreamKind::Tasks, &["aloft.task.run.*".into()])
-            .unwrap();
-        let err = t
-            .check_filters(StreamKind::Commands, &["aloft.evt.>".into()])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("aloft.evt.>") && err.contains("ALOFT_COMMANDS"),
-            "{err}"
-        );
+        t.check_filters(StreamKind::Events, &[t.events_filter(Some(EventKind::Node), Some("p"), None)]).unwrap();
+        t.check_filters(StreamKind::Commands, &[t.execute_subject()]).unwrap();
+        t.check_filters(StreamKind::Tasks, &["aloft.task.run.*".into()]).unwrap();
+        let err = t.check_filters(StreamKind::Commands, &["aloft.evt.>".into()]).unwrap_err().to_string();
+        assert!(err.contains("aloft.evt.>") && err.contains("ALOFT_COMMANDS"), "{err}");
     }
 
     #[test]

@@ -22,10 +22,7 @@ pub struct TraceContext {
 impl TraceContext {
     /// A context with just a trace parent.
     pub fn new(traceparent: impl Into<String>) -> TraceContext {
-        TraceContext {
-            traceparent: Some(traceparent.into()),
-            tracestate: None,
-        }
+        TraceContext { traceparent: Some(traceparent.into()), tracestate: None }
     }
 
     /// True when there is nothing to propagate.
@@ -36,15 +33,8 @@ impl TraceContext {
     /// Picks `traceparent`/`tracestate` out of a header or metadata map (names compared
     /// case-insensitively, as HTTP and gRPC do).
     pub fn from_map(map: &HashMap<String, String>) -> TraceContext {
-        let find = |name: &str| {
-            map.iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.clone())
-        };
-        TraceContext {
-            traceparent: find(TRACEPARENT),
-            tracestate: find(TRACESTATE),
-        }
+        let find = |name: &str| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+        TraceContext { traceparent: find(TRACEPARENT), tracestate: find(TRACESTATE) }
     }
 
     /// The headers to send: only well-formed values, so a bad context from a caller never turns a
@@ -73,11 +63,8 @@ impl TraceContext {
 /// and 2 digits, version not `ff`, ids not all zero. Later versions may append fields.
 pub fn is_valid_traceparent(value: &str) -> bool {
     let parts: Vec<&str> = value.split('-').collect();
-    let hex = |s: &str, len: usize| {
-        s.len() == len
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
+    let hex =
+        |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     let zero = |s: &str| s.bytes().all(|b| b == b'0');
     if parts.len() < 4 {
         return false;
@@ -98,9 +85,7 @@ mod tests {
     #[test]
     fn valid_traceparents() {
         assert!(is_valid_traceparent(PARENT));
-        assert!(is_valid_traceparent(
-            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-extra"
-        ));
+        assert!(is_valid_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-extra"));
     }
 
     #[test]
@@ -121,41 +106,23 @@ mod tests {
 
     #[test]
     fn headers_carry_valid_context_only() {
-        let ctx = TraceContext {
-            traceparent: Some(PARENT.into()),
-            tracestate: Some("congo=t61rcWkgMzE".into()),
-        };
+        let ctx = TraceContext { traceparent: Some(PARENT.into()), tracestate: Some("congo=t61rcWkgMzE".into()) };
         assert_eq!(
             ctx.to_headers(),
-            vec![
-                (TRACEPARENT, PARENT.to_string()),
-                (TRACESTATE, "congo=t61rcWkgMzE".to_string())
-            ]
+            vec![(TRACEPARENT, PARENT.to_string()), (TRACESTATE, "congo=t61rcWkgMzE".to_string())]
         );
-        let bad_parent = TraceContext {
-            traceparent: Some("nope".into()),
-            tracestate: Some("a=b".into()),
-        };
+        let bad_parent = TraceContext { traceparent: Some("nope".into()), tracestate: Some("a=b".into()) };
         assert!(bad_parent.to_headers().is_empty());
-        let state_only = TraceContext {
-            traceparent: None,
-            tracestate: Some("a=b".into()),
-        };
+        let state_only = TraceContext { traceparent: None, tracestate: Some("a=b".into()) };
         assert!(state_only.to_headers().is_empty());
-        let bad_state = TraceContext {
-            traceparent: Some(PARENT.into()),
-            tracestate: Some("a=b\r\nx".into()),
-        };
+        let bad_state = TraceContext { traceparent: Some(PARENT.into()), tracestate: Some("a=b\r\nx".into()) };
         assert_eq!(bad_state.to_headers().len(), 1);
         assert!(TraceContext::default().is_empty());
     }
 
     #[test]
     fn from_map_is_case_insensitive() {
-        let map = HashMap::from([
-            ("Traceparent".to_string(), PARENT.to_string()),
-            ("other".into(), "x".into()),
-        ]);
+        let map = HashMap::from([("Traceparent".to_string(), PARENT.to_string()), ("other".into(), "x".into())]);
         let ctx = TraceContext::from_map(&map);
         assert_eq!(ctx, TraceContext::new(PARENT));
     }

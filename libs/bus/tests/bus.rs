@@ -47,10 +47,7 @@ fn exec_id(project: &str, domain: &str, name: &str) -> WorkflowExecutionIdentifi
 fn execute(id: &str) -> Envelope {
     Envelope {
         id: id.into(),
-        created_at: Some(prost_types::Timestamp {
-            seconds: 1_700_000_000,
-            nanos: 5,
-        }),
+        created_at: Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 5 }),
         source: "metadata".into(),
         body: Some(Body::Execute(ExecuteCommand {
             execution_id: Some(exec_id("flytesnacks", "development", id)),
@@ -103,18 +100,10 @@ async fn publish_and_consume_a_typed_envelope() -> Result<()> {
     let started = Instant::now();
     // The wait outlasts ack_wait: fetch must return what it has, not hold it until redelivery.
     let mut got = consumer.fetch(10, Duration::from_secs(5)).await?;
-    ensure!(
-        started.elapsed() < Duration::from_secs(1),
-        "fetch held its message for {:?}",
-        started.elapsed()
-    );
+    ensure!(started.elapsed() < Duration::from_secs(1), "fetch held its message for {:?}", started.elapsed());
     ensure!(got.len() == 1, "expected one delivery, got {got:?}");
     let delivery = got.remove(0);
-    ensure!(
-        delivery.envelope() == &sent,
-        "decoded envelope differs: {:?}",
-        delivery.envelope()
-    );
+    ensure!(delivery.envelope() == &sent, "decoded envelope differs: {:?}", delivery.envelope());
     ensure!(delivery.delivered() == 1);
     ensure!(delivery.subject() == published.subject);
     ensure!(delivery.stream_sequence() == published.sequence);
@@ -123,12 +112,7 @@ async fn publish_and_consume_a_typed_envelope() -> Result<()> {
     delivery.ack().await?;
 
     // Acked on a work queue: gone for good, even after ack_wait.
-    ensure!(
-        consumer
-            .fetch(10, Duration::from_millis(1500))
-            .await?
-            .is_empty()
-    );
+    ensure!(consumer.fetch(10, Duration::from_millis(1500)).await?.is_empty());
     Ok(())
 }
 
@@ -138,8 +122,7 @@ async fn message_stream_yields_deliveries() -> Result<()> {
     let consumer = bus.consumer("executor", &[], StreamKind::Tasks).await?;
     let mut deliveries = consumer.messages().await?;
     for i in 0..3 {
-        bus.publish(&task_run(&format!("run-{i}"), "default"))
-            .await?;
+        bus.publish(&task_run(&format!("run-{i}"), "default")).await?;
     }
     let mut ids = Vec::new();
     for _ in 0..3 {
@@ -162,19 +145,13 @@ async fn duplicate_id_is_dropped() -> Result<()> {
     retry.source = "metadata-retry".into();
     let second = bus.publish(&retry).await?;
     ensure!(!first.duplicate);
-    ensure!(
-        second.duplicate,
-        "second publish with the same id must be a duplicate"
-    );
+    ensure!(second.duplicate, "second publish with the same id must be a duplicate");
     ensure!(second.sequence == first.sequence);
 
     let consumer = commands_consumer(&bus).await?;
     let got = consumer.fetch(10, Duration::from_secs(1)).await?;
     ensure!(got.len() == 1, "consumer must see one message, got {got:?}");
-    ensure!(
-        got[0].envelope().source == "metadata",
-        "the first copy is kept"
-    );
+    ensure!(got[0].envelope().source == "metadata", "the first copy is kept");
     for d in got {
         d.ack().await?;
     }
@@ -187,36 +164,17 @@ async fn nak_with_delay_redelivers_later_with_a_higher_count() -> Result<()> {
     bus.publish(&execute("exec-nak")).await?;
     let consumer = commands_consumer(&bus).await?;
 
-    let first = consumer
-        .fetch(1, Duration::from_secs(2))
-        .await?
-        .pop()
-        .context("first delivery")?;
+    let first = consumer.fetch(1, Duration::from_secs(2)).await?.pop().context("first delivery")?;
     ensure!(first.delivered() == 1);
     let naked_at = Instant::now();
     first.nak_with_delay(Duration::from_millis(800)).await?;
 
     // Not before the delay...
-    ensure!(
-        consumer.fetch(1, SHORT).await?.is_empty(),
-        "redelivered before the nak delay"
-    );
+    ensure!(consumer.fetch(1, SHORT).await?.is_empty(), "redelivered before the nak delay");
     // ...but after it.
-    let again = consumer
-        .fetch(1, Duration::from_secs(3))
-        .await?
-        .pop()
-        .context("redelivery after nak")?;
-    ensure!(
-        naked_at.elapsed() >= Duration::from_millis(700),
-        "redelivered after {:?}",
-        naked_at.elapsed()
-    );
-    ensure!(
-        again.delivered() == 2,
-        "delivery count {}",
-        again.delivered()
-    );
+    let again = consumer.fetch(1, Duration::from_secs(3)).await?.pop().context("redelivery after nak")?;
+    ensure!(naked_at.elapsed() >= Duration::from_millis(700), "redelivered after {:?}", naked_at.elapsed());
+    ensure!(again.delivered() == 2, "delivery count {}", again.delivered());
     ensure!(again.envelope().id == "exec-nak");
     again.ack().await?;
     Ok(())
@@ -227,17 +185,9 @@ async fn unacked_message_is_redelivered_after_ack_wait() -> Result<()> {
     let bus = bus(config("wait")).await?;
     bus.publish(&execute("exec-wait")).await?;
     let consumer = commands_consumer(&bus).await?;
-    let first = consumer
-        .fetch(1, Duration::from_secs(2))
-        .await?
-        .pop()
-        .context("first delivery")?;
+    let first = consumer.fetch(1, Duration::from_secs(2)).await?.pop().context("first delivery")?;
     drop(first);
-    let again = consumer
-        .fetch(1, Duration::from_secs(3))
-        .await?
-        .pop()
-        .context("redelivery after ack_wait")?;
+    let again = consumer.fetch(1, Duration::from_secs(3)).await?.pop().context("redelivery after ack_wait")?;
     ensure!(again.delivered() == 2);
     again.ack().await?;
     Ok(())
@@ -248,20 +198,10 @@ async fn term_stops_redelivery() -> Result<()> {
     let bus = bus(config("term")).await?;
     bus.publish(&execute("exec-term")).await?;
     let consumer = commands_consumer(&bus).await?;
-    let d = consumer
-        .fetch(1, Duration::from_secs(2))
-        .await?
-        .pop()
-        .context("delivery")?;
+    let d = consumer.fetch(1, Duration::from_secs(2)).await?.pop().context("delivery")?;
     d.term().await?;
     // Well past ack_wait (1s): a non-terminated message would be back by now.
-    ensure!(
-        consumer
-            .fetch(1, Duration::from_millis(2500))
-            .await?
-            .is_empty(),
-        "terminated message came back"
-    );
+    ensure!(consumer.fetch(1, Duration::from_millis(2500)).await?.is_empty(), "terminated message came back");
     Ok(())
 }
 
@@ -274,26 +214,14 @@ async fn in_progress_extends_ack_wait() -> Result<()> {
     // ran out.
     let other = commands_consumer(&bus).await?;
 
-    let d = worker
-        .fetch(1, Duration::from_secs(2))
-        .await?
-        .pop()
-        .context("delivery")?;
+    let d = worker.fetch(1, Duration::from_secs(2)).await?.pop().context("delivery")?;
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(2500) {
         d.in_progress().await?;
-        ensure!(
-            other.fetch(1, Duration::from_millis(400)).await?.is_empty(),
-            "redelivered despite heartbeats"
-        );
+        ensure!(other.fetch(1, Duration::from_millis(400)).await?.is_empty(), "redelivered despite heartbeats");
     }
     d.ack().await?;
-    ensure!(
-        other
-            .fetch(1, Duration::from_millis(1500))
-            .await?
-            .is_empty()
-    );
+    ensure!(other.fetch(1, Duration::from_millis(1500)).await?.is_empty());
     Ok(())
 }
 
@@ -304,26 +232,12 @@ async fn keep_alive_heartbeats_until_dropped() -> Result<()> {
     let worker = commands_consumer(&bus).await?;
     let other = commands_consumer(&bus).await?;
 
-    let d = worker
-        .fetch(1, Duration::from_secs(2))
-        .await?
-        .pop()
-        .context("delivery")?;
+    let d = worker.fetch(1, Duration::from_secs(2)).await?.pop().context("delivery")?;
     let heartbeat = d.keep_alive(Duration::from_millis(300));
-    ensure!(
-        other
-            .fetch(1, Duration::from_millis(2500))
-            .await?
-            .is_empty(),
-        "redelivered despite keep_alive"
-    );
+    ensure!(other.fetch(1, Duration::from_millis(2500)).await?.is_empty(), "redelivered despite keep_alive");
     // Once the heartbeats stop, ack_wait runs out and the message goes to another worker.
     drop(heartbeat);
-    let again = other
-        .fetch(1, Duration::from_secs(3))
-        .await?
-        .pop()
-        .context("redelivery after keep_alive stopped")?;
+    let again = other.fetch(1, Duration::from_secs(3)).await?.pop().context("redelivery after keep_alive stopped")?;
     ensure!(again.delivered() == 2);
     again.ack().await?;
     Ok(())
@@ -336,16 +250,12 @@ async fn work_queue_consumers_on_one_durable_share_without_duplicates() -> Resul
     let bus_b = Bus::connect(cfg).await?;
     let total = 30;
     for i in 0..total {
-        bus_a
-            .publish(&task_run(&format!("run-{i:02}"), "gpu"))
-            .await?;
+        bus_a.publish(&task_run(&format!("run-{i:02}"), "gpu")).await?;
     }
     let filter = vec![bus_a.topology().task_run_subject("gpu")?];
     let mut workers = Vec::new();
     for b in [bus_a.clone(), bus_b] {
-        let consumer = b
-            .consumer("executor-gpu", &filter, StreamKind::Tasks)
-            .await?;
+        let consumer = b.consumer("executor-gpu", &filter, StreamKind::Tasks).await?;
         workers.push(tokio::spawn(async move {
             let mut seen = Vec::new();
             loop {
@@ -370,54 +280,28 @@ async fn work_queue_consumers_on_one_durable_share_without_duplicates() -> Resul
         all.extend(seen);
     }
     let distinct: HashSet<_> = all.iter().collect();
-    ensure!(
-        all.len() == total,
-        "{} deliveries for {total} messages: {all:?}",
-        all.len()
-    );
+    ensure!(all.len() == total, "{} deliveries for {total} messages: {all:?}", all.len());
     ensure!(distinct.len() == total, "duplicates delivered: {all:?}");
-    ensure!(
-        shares.iter().all(|&n| n > 0),
-        "one worker got nothing: {shares:?}"
-    );
+    ensure!(shares.iter().all(|&n| n > 0), "one worker got nothing: {shares:?}");
 
     // Work-queue retention: acked messages leave the stream.
     let js = async_nats::jetstream::new(bus_a.client());
-    let mut stream = js
-        .get_stream(bus_a.topology().stream_name(StreamKind::Tasks))
-        .await?;
-    ensure!(
-        stream.info().await?.state.messages == 0,
-        "acked messages remain in the work queue"
-    );
+    let mut stream = js.get_stream(bus_a.topology().stream_name(StreamKind::Tasks)).await?;
+    ensure!(stream.info().await?.state.messages == 0, "acked messages remain in the work queue");
     Ok(())
 }
 
 #[tokio::test]
 async fn max_deliver_bounds_redelivery() -> Result<()> {
-    let bus = bus(BusConfig {
-        max_deliver: 2,
-        ..config("maxd")
-    })
-    .await?;
+    let bus = bus(BusConfig { max_deliver: 2, ..config("maxd") }).await?;
     bus.publish(&execute("exec-fail")).await?;
     let consumer = commands_consumer(&bus).await?;
     for attempt in 1..=2 {
-        let d = consumer
-            .fetch(1, Duration::from_secs(2))
-            .await?
-            .pop()
-            .with_context(|| format!("attempt {attempt}"))?;
+        let d = consumer.fetch(1, Duration::from_secs(2)).await?.pop().with_context(|| format!("attempt {attempt}"))?;
         ensure!(d.delivered() == attempt);
         d.nak().await?;
     }
-    ensure!(
-        consumer
-            .fetch(1, Duration::from_millis(2500))
-            .await?
-            .is_empty(),
-        "delivered beyond max_deliver"
-    );
+    ensure!(consumer.fetch(1, Duration::from_millis(2500)).await?.is_empty(), "delivered beyond max_deliver");
     Ok(())
 }
 
@@ -427,9 +311,7 @@ async fn poison_message_is_terminated_not_redelivered() -> Result<()> {
     let subject = bus.topology().execute_subject();
     let js = async_nats::jetstream::new(bus.client());
     // Not a protobuf Envelope: a truncated varint tag.
-    js.publish(subject, vec![0xff_u8, 0xff, 0xff, 0xff].into())
-        .await?
-        .await?;
+    js.publish(subject, vec![0xff_u8, 0xff, 0xff, 0xff].into()).await?.await?;
     bus.publish(&execute("exec-after-poison")).await?;
 
     let consumer = commands_consumer(&bus).await?;
@@ -440,23 +322,10 @@ async fn poison_message_is_terminated_not_redelivered() -> Result<()> {
         d.ack().await?;
     }
     // Past ack_wait: the poison message was terminated, not left to time out.
-    ensure!(
-        consumer
-            .fetch(10, Duration::from_millis(2500))
-            .await?
-            .is_empty(),
-        "poison message redelivered"
-    );
-    let info = js
-        .get_stream(bus.topology().stream_name(StreamKind::Commands))
-        .await?
-        .consumer_info("scheduler")
-        .await?;
-    ensure!(
-        info.num_ack_pending == 0,
-        "ack pending: {}",
-        info.num_ack_pending
-    );
+    ensure!(consumer.fetch(10, Duration::from_millis(2500)).await?.is_empty(), "poison message redelivered");
+    let info =
+        js.get_stream(bus.topology().stream_name(StreamKind::Commands)).await?.consumer_info("scheduler").await?;
+    ensure!(info.num_ack_pending == 0, "ack pending: {}", info.num_ack_pending);
     Ok(())
 }
 
@@ -467,14 +336,9 @@ async fn trace_headers_round_trip() -> Result<()> {
         traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         tracestate: Some("aloft=1,congo=t61rcWkgMzE".into()),
     };
-    bus.publish_with_trace(&workflow_event("evt-1", "p", "d"), &trace)
-        .await?;
+    bus.publish_with_trace(&workflow_event("evt-1", "p", "d"), &trace).await?;
     // A malformed parent is dropped, not fatal.
-    bus.publish_with_trace(
-        &workflow_event("evt-2", "p", "d"),
-        &TraceContext::new("garbage"),
-    )
-    .await?;
+    bus.publish_with_trace(&workflow_event("evt-2", "p", "d"), &TraceContext::new("garbage")).await?;
 
     let consumer = bus.consumer("notifier", &[], StreamKind::Events).await?;
     let got = consumer.fetch(10, Duration::from_secs(2)).await?;
@@ -491,42 +355,20 @@ async fn trace_headers_round_trip() -> Result<()> {
 #[tokio::test]
 async fn events_fan_out_to_every_durable_and_filter_by_project() -> Result<()> {
     let bus = bus(config("fan")).await?;
-    for (i, (project, domain)) in [
-        ("p1", "dev"),
-        ("p2", "dev"),
-        ("p1", "prod"),
-        ("odd.name", "dev"),
-    ]
-    .iter()
-    .enumerate()
+    for (i, (project, domain)) in [("p1", "dev"), ("p2", "dev"), ("p1", "prod"), ("odd.name", "dev")].iter().enumerate()
     {
-        bus.publish(&workflow_event(&format!("evt-{i}"), project, domain))
-            .await?;
+        bus.publish(&workflow_event(&format!("evt-{i}"), project, domain)).await?;
     }
     let t = bus.topology();
     // Created after the events were published: deliver-all still gives them everything.
     let metadata = bus.consumer("metadata", &[], StreamKind::Events).await?;
     let lineage = bus.consumer("lineage", &[], StreamKind::Events).await?;
     let p1 = bus
-        .consumer(
-            "p1-watcher",
-            &[t.events_filter(Some(EventKind::Workflow), Some("p1"), None)],
-            StreamKind::Events,
-        )
+        .consumer("p1-watcher", &[t.events_filter(Some(EventKind::Workflow), Some("p1"), None)], StreamKind::Events)
         .await?;
-    let odd = bus
-        .consumer(
-            "odd",
-            &[t.events_filter(None, Some("odd.name"), Some("dev"))],
-            StreamKind::Events,
-        )
-        .await?;
+    let odd = bus.consumer("odd", &[t.events_filter(None, Some("odd.name"), Some("dev"))], StreamKind::Events).await?;
 
-    let ids = |ds: Vec<aloft_bus::Delivery>| {
-        ds.iter()
-            .map(|d| d.envelope().id.clone())
-            .collect::<Vec<_>>()
-    };
+    let ids = |ds: Vec<aloft_bus::Delivery>| ds.iter().map(|d| d.envelope().id.clone()).collect::<Vec<_>>();
     let all = vec!["evt-0", "evt-1", "evt-2", "evt-3"];
     ensure!(ids(metadata.fetch(10, Duration::from_secs(1)).await?) == all);
     ensure!(ids(lineage.fetch(10, Duration::from_secs(1)).await?) == all);
@@ -540,21 +382,8 @@ async fn prefixes_isolate_buses() -> Result<()> {
     let one = bus(config("iso")).await?;
     let two = bus(config("iso")).await?;
     one.publish(&execute("only-in-one")).await?;
-    ensure!(
-        commands_consumer(&two)
-            .await?
-            .fetch(10, SHORT)
-            .await?
-            .is_empty()
-    );
-    ensure!(
-        commands_consumer(&one)
-            .await?
-            .fetch(10, Duration::from_secs(1))
-            .await?
-            .len()
-            == 1
-    );
+    ensure!(commands_consumer(&two).await?.fetch(10, SHORT).await?.is_empty());
+    ensure!(commands_consumer(&one).await?.fetch(10, Duration::from_secs(1)).await?.len() == 1);
     Ok(())
 }
 
@@ -569,25 +398,14 @@ async fn ensure_and_consumer_are_idempotent() -> Result<()> {
 
     // Another service starting later with a changed ack_wait updates streams and consumer in
     // place; the message published before is still there.
-    let later = Bus::connect(BusConfig {
-        ack_wait: Duration::from_secs(2),
-        ..cfg
-    })
-    .await?;
+    let later = Bus::connect(BusConfig { ack_wait: Duration::from_secs(2), ..cfg }).await?;
     later.ensure().await?;
     later.ensure().await?;
     let consumer = commands_consumer(&later).await?;
     let js = async_nats::jetstream::new(later.client());
-    let info = js
-        .get_stream(later.topology().stream_name(StreamKind::Commands))
-        .await?
-        .consumer_info("scheduler")
-        .await?;
-    ensure!(
-        info.config.ack_wait == Duration::from_secs(2),
-        "ack_wait not updated: {:?}",
-        info.config.ack_wait
-    );
+    let info =
+        js.get_stream(later.topology().stream_name(StreamKind::Commands)).await?.consumer_info("scheduler").await?;
+    ensure!(info.config.ack_wait == Duration::from_secs(2), "ack_wait not updated: {:?}", info.config.ack_wait);
     let got = consumer.fetch(10, Duration::from_secs(1)).await?;
     ensure!(got.len() == 1);
     Ok(())
@@ -596,15 +414,9 @@ async fn ensure_and_consumer_are_idempotent() -> Result<()> {
 #[tokio::test]
 async fn consumer_filters_are_checked() -> Result<()> {
     let bus = bus(config("filt")).await?;
-    let err = bus
-        .consumer("x", &["elsewhere.>".into()], StreamKind::Commands)
-        .await
-        .unwrap_err();
+    let err = bus.consumer("x", &["elsewhere.>".into()], StreamKind::Commands).await.unwrap_err();
     ensure!(matches!(err, Error::FilterOutsideStream { .. }), "{err}");
-    let err = bus
-        .consumer("bad.name", &[], StreamKind::Commands)
-        .await
-        .unwrap_err();
+    let err = bus.consumer("bad.name", &[], StreamKind::Commands).await.unwrap_err();
     ensure!(err.to_string().contains("bad.name"), "{err}");
     Ok(())
 }
@@ -612,13 +424,7 @@ async fn consumer_filters_are_checked() -> Result<()> {
 #[tokio::test]
 async fn invalid_envelopes_are_refused_before_sending() -> Result<()> {
     let bus = bus(config("inv")).await?;
-    let err = bus
-        .publish(&Envelope {
-            id: "x".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let err = bus.publish(&Envelope { id: "x".into(), ..Default::default() }).await.unwrap_err();
     ensure!(err.to_string().contains("no body"), "{err}");
     let err = bus.publish(&execute("")).await.unwrap_err();
     ensure!(err.to_string().contains("id is empty"), "{err}");
@@ -636,20 +442,14 @@ async fn kv_compare_and_set() -> Result<()> {
     ensure!(kv.get(key).await?.is_none());
     let r1 = kv.create(key, "queued".into()).await?;
     let err = kv2.create(key, "other".into()).await.unwrap_err();
-    ensure!(
-        matches!(&err, Error::Conflict { expected: None, .. }),
-        "{err}"
-    );
+    ensure!(matches!(&err, Error::Conflict { expected: None, .. }), "{err}");
     ensure!(err.is_conflict() && err.to_string().contains(key), "{err}");
 
     let r2 = kv.update(key, "running".into(), r1).await?;
     ensure!(r2 > r1);
     // A replica that read r1 loses the race.
     let err = kv2.update(key, "failed".into(), r1).await.unwrap_err();
-    ensure!(
-        matches!(err, Error::Conflict { expected: Some(r), .. } if r == r1),
-        "{err}"
-    );
+    ensure!(matches!(err, Error::Conflict { expected: Some(r), .. } if r == r1), "{err}");
     let entry = kv2.get(key).await?.context("entry")?;
     ensure!(entry.value == "running" && entry.revision == r2);
 
@@ -669,17 +469,8 @@ async fn connect_to_a_closed_port_fails_fast_naming_the_url() -> Result<()> {
     };
     let url = format!("nats://127.0.0.1:{port}");
     let started = Instant::now();
-    let err = Bus::connect(BusConfig {
-        url: url.clone(),
-        ..Default::default()
-    })
-    .await
-    .unwrap_err();
-    ensure!(
-        started.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        started.elapsed()
-    );
+    let err = Bus::connect(BusConfig { url: url.clone(), ..Default::default() }).await.unwrap_err();
+    ensure!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
     ensure!(err.to_string().contains(&url), "{err}");
     Ok(())
 }
@@ -696,18 +487,11 @@ async fn connect_to_a_silent_server_times_out_naming_the_url() -> Result<()> {
         }
     });
     let started = Instant::now();
-    let err = Bus::connect(BusConfig {
-        url: url.clone(),
-        connect_timeout: Duration::from_millis(500),
-        ..Default::default()
-    })
-    .await
-    .unwrap_err();
-    ensure!(
-        started.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        started.elapsed()
-    );
+    let err =
+        Bus::connect(BusConfig { url: url.clone(), connect_timeout: Duration::from_millis(500), ..Default::default() })
+            .await
+            .unwrap_err();
+    ensure!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
     ensure!(err.to_string().contains(&url), "{err}");
     Ok(())
 }

@@ -69,7 +69,11 @@ fn cases() -> Vec<(&'static str, Envelope)> {
             "abort",
             envelope(
                 "abort/flytesnacks/development/abc123",
-                Body::Abort(AbortCommand { execution_id: Some(exec_id()), cause: "user".into(), principal: "me".into() }),
+                Body::Abort(AbortCommand {
+                    execution_id: Some(exec_id()),
+                    cause: "user".into(),
+                    principal: "me".into(),
+                }),
             ),
         ),
         (

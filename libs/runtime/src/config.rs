@@ -82,8 +82,8 @@ pub fn load_from<C>(file: Option<(&str, &str)>, env: &[(String, String)]) -> Res
 where
     C: Serialize + DeserializeOwned + Default + Validate,
 {
-    let mut merged = serde_json::to_value(C::default())
-        .map_err(|e| ConfigError::invalid("<defaults>", e.to_string()))?;
+    let mut merged =
+        serde_json::to_value(C::default()).map_err(|e| ConfigError::invalid("<defaults>", e.to_string()))?;
     if let Some((path, text)) = file {
         let table: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError::Syntax { path: path.to_string(), message: e.to_string() })?;

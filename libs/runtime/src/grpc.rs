@@ -103,6 +103,9 @@ mod tests {
     #[tokio::test]
     async fn bad_address_is_named() {
         let err = bind("not an address", "grpc.listen").await.unwrap_err();
-        assert_eq!(err.to_string(), "invalid address `not an address` for config key `grpc.listen`: expected host:port");
+        assert_eq!(
+            err.to_string(),
+            "invalid address `not an address` for config key `grpc.listen`: expected host:port"
+        );
     }
 }

@@ -15,10 +15,18 @@ pub const NATS_VERSION: &str = "2.15.1";
 /// the tools folder of `scripts/dev-deps.sh`.
 pub fn find_nats_server(flag: Option<&Path>) -> Result<PathBuf, Error> {
     if let Some(p) = flag {
-        return if p.is_file() { Ok(p.to_path_buf()) } else { Err(Error::Usage(format!("--nats-server {}: no such file", p.display()))) };
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(Error::Usage(format!("--nats-server {}: no such file", p.display())))
+        };
     }
     if let Some(p) = std::env::var_os("ALOFT_NATS_SERVER").map(PathBuf::from) {
-        return if p.is_file() { Ok(p) } else { Err(Error::Usage(format!("ALOFT_NATS_SERVER={}: no such file", p.display()))) };
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(Error::Usage(format!("ALOFT_NATS_SERVER={}: no such file", p.display())))
+        };
     }
     if let Some(paths) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&paths) {
@@ -38,7 +46,8 @@ pub fn find_nats_server(flag: Option<&Path>) -> Result<PathBuf, Error> {
         }
     }
     Err(Error::Usage(
-        "nats-server not found: run scripts/dev-deps.sh (it installs nats-server 2.15), or pass --nats-server PATH".into(),
+        "nats-server not found: run scripts/dev-deps.sh (it installs nats-server 2.15), or pass --nats-server PATH"
+            .into(),
     ))
 }
 
@@ -55,9 +64,11 @@ impl Nats {
     pub async fn start(binary: &Path, data_dir: &Path, port: u16) -> Result<Nats, Error> {
         let port = if port == 0 { free_port()? } else { port };
         let store = data_dir.join("nats");
-        std::fs::create_dir_all(&store).map_err(|source| Error::DataDir { path: store.display().to_string(), source })?;
+        std::fs::create_dir_all(&store)
+            .map_err(|source| Error::DataDir { path: store.display().to_string(), source })?;
         let log = data_dir.join("nats.log");
-        let log_file = std::fs::File::create(&log).map_err(|source| Error::DataDir { path: log.display().to_string(), source })?;
+        let log_file =
+            std::fs::File::create(&log).map_err(|source| Error::DataDir { path: log.display().to_string(), source })?;
         let child = Command::new(binary)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-n", "aloft-up", "-sd"])
             .arg(&store)
@@ -76,7 +87,10 @@ impl Nats {
                 return Ok(nats);
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(Error::Nats(format!("nats-server did not listen on port {port} within 15 s (see {})", log.display())));
+                return Err(Error::Nats(format!(
+                    "nats-server did not listen on port {port} within 15 s (see {})",
+                    log.display()
+                )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -96,6 +110,7 @@ impl Nats {
 }
 
 fn free_port() -> Result<u16, Error> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::Nats(format!("cannot find a free port: {e}")))?;
+    let l =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::Nats(format!("cannot find a free port: {e}")))?;
     Ok(l.local_addr().map_err(|e| Error::Nats(e.to_string()))?.port())
 }

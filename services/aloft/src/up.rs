@@ -175,7 +175,9 @@ async fn run_services(
         health: aloft_scheduler::config::HealthConfig { listen: loopback_any.clone() },
         ..Default::default()
     };
-    let scheduler = aloft_scheduler::start(scheduler, token.clone()).await.map_err(|e| service_error("scheduler")(e.to_string()))?;
+    let scheduler = aloft_scheduler::start(scheduler, token.clone())
+        .await
+        .map_err(|e| service_error("scheduler")(e.to_string()))?;
 
     let executor = aloft_executor::Config {
         bus: bus.clone(),
@@ -185,16 +187,19 @@ async fn run_services(
         python: aloft_executor::config::PythonConfig { venv: venv.as_ref().map(|v| v.display().to_string()) },
         ..Default::default()
     };
-    let executor = aloft_executor::start(executor, token.clone()).await.map_err(|e| service_error("executor")(e.to_string()))?;
+    let executor =
+        aloft_executor::start(executor, token.clone()).await.map_err(|e| service_error("executor")(e.to_string()))?;
 
     let notifier = aloft_notifier::Config {
         bus: bus.clone(),
         health: aloft_notifier::config::HealthConfig { listen: loopback_any.clone() },
     };
-    let notifier = aloft_notifier::start(notifier, token.clone()).await.map_err(|e| service_error("notifier")(e.to_string()))?;
+    let notifier =
+        aloft_notifier::start(notifier, token.clone()).await.map_err(|e| service_error("notifier")(e.to_string()))?;
 
     let lineage = aloft_lineage::Config { bus, health: aloft_lineage::config::HealthConfig { listen: loopback_any } };
-    let lineage = aloft_lineage::start(lineage, token.clone()).await.map_err(|e| service_error("lineage")(e.to_string()))?;
+    let lineage =
+        aloft_lineage::start(lineage, token.clone()).await.map_err(|e| service_error("lineage")(e.to_string()))?;
 
     let flytekit = data_dir.join(FLYTEKIT_CONFIG);
     // (the services above are stopped by `token` if writing the config fails)
@@ -212,11 +217,31 @@ async fn run_services(
 
     // Any service stopping on its own (an error) stops the others.
     let (meta, sched, exec, notif, lin) = tokio::join!(
-        async { let r = running.task.await; token.cancel(); r },
-        async { let r = scheduler.task.await; token.cancel(); r },
-        async { let r = executor.task.await; token.cancel(); r },
-        async { let r = notifier.task.await; token.cancel(); r },
-        async { let r = lineage.task.await; token.cancel(); r },
+        async {
+            let r = running.task.await;
+            token.cancel();
+            r
+        },
+        async {
+            let r = scheduler.task.await;
+            token.cancel();
+            r
+        },
+        async {
+            let r = executor.task.await;
+            token.cancel();
+            r
+        },
+        async {
+            let r = notifier.task.await;
+            token.cancel();
+            r
+        },
+        async {
+            let r = lineage.task.await;
+            token.cancel();
+            r
+        },
     );
     let flat = |name: &'static str, r: Result<Result<(), String>, tokio::task::JoinError>| match r {
         Ok(Ok(())) => Ok(()),
@@ -280,7 +305,14 @@ mod tests {
 
     #[test]
     fn same_port_twice_is_a_usage_error() {
-        let options = UpOptions { data_dir: "d".into(), port: 5000, http_port: 5000, nats_port: 0, nats_server: None, python_venv: None };
+        let options = UpOptions {
+            data_dir: "d".into(),
+            port: 5000,
+            http_port: 5000,
+            nats_port: 0,
+            nats_server: None,
+            python_venv: None,
+        };
         let err = options.check().unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert_eq!(err.to_string(), "--port and --http-port are both 5000; they must differ");

@@ -125,7 +125,8 @@ async fn taken_port_is_one_line_naming_the_flag_and_exits_1() -> Result<()> {
     let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = taken.local_addr()?.port().to_string();
     let dir = tmp.path().display().to_string();
-    let (status, _, err) = finish(&["up", "--data-dir", &dir, "--port", &port, "--http-port", "0", "--nats-port", "0"]).await?;
+    let (status, _, err) =
+        finish(&["up", "--data-dir", &dir, "--port", &port, "--http-port", "0", "--nats-port", "0"]).await?;
     assert_eq!(status.code(), Some(1), "{err}");
     let last = err.lines().last().unwrap_or_default();
     ensure!(last.starts_with(&format!("aloft: cannot listen on 127.0.0.1:{port} (--port): ")), "{err}");
@@ -143,7 +144,8 @@ async fn bad_usage_and_data_dir_exit_2() -> Result<()> {
     let file = tmp.path().join("not-a-dir");
     std::fs::write(&file, "x")?;
     let path = file.display().to_string();
-    let (status, _, err) = finish(&["up", "--data-dir", &path, "--port", "0", "--http-port", "0", "--nats-port", "0"]).await?;
+    let (status, _, err) =
+        finish(&["up", "--data-dir", &path, "--port", "0", "--http-port", "0", "--nats-port", "0"]).await?;
     assert_eq!(status.code(), Some(2), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     ensure!(err.starts_with(&format!("aloft: data directory {path}: ")), "{err}");

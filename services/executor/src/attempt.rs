@@ -85,7 +85,13 @@ impl Scratch {
 
 impl Executor {
     /// Runs the attempt and publishes its terminal event; returns how to settle the run.
-    pub(crate) async fn attempt(&self, cmd: &TaskRunCommand, id: &AttemptId, controls: &Controls, delivered: u64) -> Settle {
+    pub(crate) async fn attempt(
+        &self,
+        cmd: &TaskRunCommand,
+        id: &AttemptId,
+        controls: &Controls,
+        delivered: u64,
+    ) -> Settle {
         let task = cmd.task.as_ref().expect("AttemptId::from_command checked the template");
         // A redelivered run whose previous try already ended (its executor died before the terminal
         // event was published or acked) reports that result instead of running the task again:

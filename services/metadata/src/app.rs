@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aloft_blob::BlobStore;
 use aloft_proto::flyteidl::admin::{
-    self as admin, LaunchPlan, LaunchPlanClosure, LaunchPlanSpec, LaunchPlanState, NamedEntityIdentifier, Project, Sort,
-    Task, TaskClosure, TaskSpec, Workflow, WorkflowClosure, WorkflowSpec,
+    self as admin, LaunchPlan, LaunchPlanClosure, LaunchPlanSpec, LaunchPlanState, NamedEntityIdentifier, Project,
+    Sort, Task, TaskClosure, TaskSpec, Workflow, WorkflowClosure, WorkflowSpec,
 };
 use aloft_proto::flyteidl::core::{self as core, CompiledTask, Identifier, ResourceType, TaskTemplate, TypedInterface};
 use prost::Message;
@@ -44,7 +44,10 @@ pub fn now_micros() -> i64 {
 
 /// Unix microseconds as a protobuf timestamp.
 pub fn timestamp(micros: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: micros.div_euclid(1_000_000), nanos: (micros.rem_euclid(1_000_000) * 1000) as i32 }
+    prost_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+    }
 }
 
 fn decode<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M> {
@@ -114,7 +117,10 @@ impl App {
     pub async fn register_project(&self, p: Option<Project>) -> Result<()> {
         let p = p.ok_or_else(|| Error::invalid("RegisterProject: project is missing"))?;
         if !ids::is_valid_token(&p.id) {
-            return Err(Error::invalid(format!("RegisterProject: project.id `{}` may only contain letters, digits, - and _", p.id)));
+            return Err(Error::invalid(format!(
+                "RegisterProject: project.id `{}` may only contain letters, digits, - and _",
+                p.id
+            )));
         }
         if p.name.is_empty() {
             return Err(Error::invalid("RegisterProject: project.name is empty"));
@@ -138,7 +144,11 @@ impl App {
         if p.id.is_empty() {
             return Err(Error::invalid("UpdateProject: id is empty"));
         }
-        let existing = self.store.get_project(&p.id).await?.ok_or_else(|| Error::not_found(format!("project `{}` does not exist", p.id)))?;
+        let existing = self
+            .store
+            .get_project(&p.id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("project `{}` does not exist", p.id)))?;
         let row = ProjectRow {
             id: p.id,
             name: if p.name.is_empty() { existing.name } else { p.name },
@@ -153,12 +163,22 @@ impl App {
 
     /// GetProject.
     pub async fn get_project(&self, id: &str) -> Result<Project> {
-        let row = self.store.get_project(id).await?.ok_or_else(|| Error::not_found(format!("project `{id}` does not exist")))?;
+        let row = self
+            .store
+            .get_project(id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("project `{id}` does not exist")))?;
         self.project_message(row)
     }
 
     /// ListProjects.
-    pub async fn list_projects(&self, limit: u32, token: &str, filters_text: &str, sort: Option<&Sort>) -> Result<Page<Project>> {
+    pub async fn list_projects(
+        &self,
+        limit: u32,
+        token: &str,
+        filters_text: &str,
+        sort: Option<&Sort>,
+    ) -> Result<Page<Project>> {
         let f = filters::parse(filters_text)?;
         let (limit, offset) = filters::page(limit, token, MAX_PAGE)?;
         let order_by = filters::order_by(sort, PROJECT_COLUMNS, "created_at ASC")?;
@@ -199,11 +219,9 @@ impl App {
         };
         match self.store.insert_entity(&row).await? {
             Insert::Inserted => Ok(()),
-            Insert::Exists(existing) if existing.digest == row.digest => Err(Error::AlreadyExists(format!(
-                "{} {} already exists",
-                ids::kind_name(kind),
-                ids::display(id)
-            ))),
+            Insert::Exists(existing) if existing.digest == row.digest => {
+                Err(Error::AlreadyExists(format!("{} {} already exists", ids::kind_name(kind), ids::display(id))))
+            }
             Insert::Exists(existing) => Err(registry::conflict(ids::kind_name(kind), id, differences(&existing)?)),
         }
     }
@@ -263,14 +281,24 @@ impl App {
         let name = (!scope.name.is_empty()).then_some(scope.name.as_str());
         let rows = self
             .store
-            .list_entities(kind as i32, &scope.project, &scope.domain, name, &ListQuery { filters: &f, order_by, limit, offset })
+            .list_entities(
+                kind as i32,
+                &scope.project,
+                &scope.domain,
+                name,
+                &ListQuery { filters: &f, order_by, limit, offset },
+            )
             .await?;
         let token = filters::next_token(offset, limit, rows.len());
         Ok(Page { items: rows.iter().map(to_message).collect::<Result<_>>()?, token })
     }
 
     /// ListTaskIds / ListWorkflowIds / ListLaunchPlanIds: distinct names.
-    pub async fn list_names(&self, kind: ResourceType, req: &admin::NamedEntityIdentifierListRequest) -> Result<Page<NamedEntityIdentifier>> {
+    pub async fn list_names(
+        &self,
+        kind: ResourceType,
+        req: &admin::NamedEntityIdentifierListRequest,
+    ) -> Result<Page<NamedEntityIdentifier>> {
         if req.project.is_empty() || req.domain.is_empty() {
             return Err(Error::invalid("list ids: project and domain are required"));
         }
@@ -284,7 +312,12 @@ impl App {
         let token = filters::next_token(offset, limit, names.len());
         let items = names
             .into_iter()
-            .map(|(name, _)| NamedEntityIdentifier { project: req.project.clone(), domain: req.domain.clone(), name, org: String::new() })
+            .map(|(name, _)| NamedEntityIdentifier {
+                project: req.project.clone(),
+                domain: req.domain.clone(),
+                name,
+                org: String::new(),
+            })
             .collect();
         Ok(Page { items, token })
     }
@@ -317,7 +350,13 @@ impl App {
         let q = ListQuery { filters: &[], order_by: "created_at DESC".into(), limit: 1, offset: 0 };
         let rows = self.store.list_entities(kind as i32, &id.project, &id.domain, Some(&id.name), &q).await?;
         if rows.is_empty() {
-            return Err(Error::not_found(format!("{} {}/{}/{} does not exist", ids::kind_name(kind), id.project, id.domain, id.name)));
+            return Err(Error::not_found(format!(
+                "{} {}/{}/{} does not exist",
+                ids::kind_name(kind),
+                id.project,
+                id.domain,
+                id.name
+            )));
         }
         Ok(named_entity(kind, id))
     }
@@ -326,7 +365,9 @@ impl App {
     async fn load_tasks(&self, wanted: &[Identifier]) -> Result<HashMap<Identifier, TaskTemplate>> {
         let mut out = HashMap::new();
         for id in wanted {
-            if let Some(row) = self.store.get_entity(ResourceType::Task as i32, &id.project, &id.domain, &id.name, &id.version).await? {
+            if let Some(row) =
+                self.store.get_entity(ResourceType::Task as i32, &id.project, &id.domain, &id.name, &id.version).await?
+            {
                 let ct: CompiledTask = decode(&row.closure, "compiled task")?;
                 if let Some(t) = ct.template {
                     out.insert(id.clone(), t);
@@ -340,7 +381,11 @@ impl App {
     async fn load_launch_plan_interfaces(&self, wanted: &[Identifier]) -> Result<HashMap<Identifier, TypedInterface>> {
         let mut out = HashMap::new();
         for id in wanted {
-            if let Some(row) = self.store.get_entity(ResourceType::LaunchPlan as i32, &id.project, &id.domain, &id.name, &id.version).await? {
+            if let Some(row) = self
+                .store
+                .get_entity(ResourceType::LaunchPlan as i32, &id.project, &id.domain, &id.name, &id.version)
+                .await?
+            {
                 let closure: LaunchPlanClosure = decode(&row.closure, "launch plan closure")?;
                 let inputs = closure.expected_inputs.unwrap_or_default();
                 let interface = TypedInterface {
@@ -358,13 +403,16 @@ impl App {
     /// CreateWorkflow: compile, then store the spec as sent and the compiled closure.
     pub async fn create_workflow(&self, id: Option<Identifier>, spec: Option<WorkflowSpec>) -> Result<()> {
         let id = ids::validate(id.as_ref(), ResourceType::Workflow, "CreateWorkflow")?;
-        let mut spec = spec.ok_or_else(|| Error::invalid(format!("workflow {}: spec is missing", ids::display(&id))))?;
+        let mut spec =
+            spec.ok_or_else(|| Error::invalid(format!("workflow {}: spec is missing", ids::display(&id))))?;
         registry::normalize_workflow(&mut spec);
         registry::validate_workflow(&id, &spec)?;
         self.ensure_scope(&id.project, &id.domain).await?;
         let encoded = spec.encode_to_vec();
         // The cheap, common case first: an identical re-registration needs no compilation.
-        if let Some(existing) = self.store.get_entity(ResourceType::Workflow as i32, &id.project, &id.domain, &id.name, &id.version).await? {
+        if let Some(existing) =
+            self.store.get_entity(ResourceType::Workflow as i32, &id.project, &id.domain, &id.name, &id.version).await?
+        {
             if existing.digest == registry::digest(&encoded) {
                 return Err(Error::AlreadyExists(format!("workflow {} already exists", ids::display(&id))));
             }
@@ -372,7 +420,10 @@ impl App {
             return Err(registry::conflict("workflow", &id, registry::workflow_differences(&old, &spec)));
         }
         let r = refs::collect(&spec);
-        let resolver = Loaded { tasks: self.load_tasks(&r.tasks).await?, launch_plans: self.load_launch_plan_interfaces(&r.launch_plans).await? };
+        let resolver = Loaded {
+            tasks: self.load_tasks(&r.tasks).await?,
+            launch_plans: self.load_launch_plan_interfaces(&r.launch_plans).await?,
+        };
         let compiled = aloft_compiler::compile_workflow(&spec, &resolver)?;
         self.insert(ResourceType::Workflow, &id, encoded, compiled.encode_to_vec(), |old| {
             Ok(registry::workflow_differences(&decode::<WorkflowSpec>(&old.spec, "workflow spec")?, &spec))
@@ -402,13 +453,23 @@ impl App {
     pub async fn create_launch_plan(&self, id: Option<Identifier>, spec: Option<LaunchPlanSpec>) -> Result<()> {
         let id = ids::validate(id.as_ref(), ResourceType::LaunchPlan, "CreateLaunchPlan")?;
         let spec = spec.ok_or_else(|| Error::invalid(format!("launch plan {}: spec is missing", ids::display(&id))))?;
-        let wf_id = ids::validate(spec.workflow_id.as_ref(), ResourceType::Workflow, &format!("launch plan {}: workflow_id", ids::display(&id)))?;
+        let wf_id = ids::validate(
+            spec.workflow_id.as_ref(),
+            ResourceType::Workflow,
+            &format!("launch plan {}: workflow_id", ids::display(&id)),
+        )?;
         self.ensure_scope(&id.project, &id.domain).await?;
         let wf_row = self
             .store
             .get_entity(ResourceType::Workflow as i32, &wf_id.project, &wf_id.domain, &wf_id.name, &wf_id.version)
             .await?
-            .ok_or_else(|| Error::invalid(format!("launch plan {}: workflow {} is not registered", ids::display(&id), ids::display(&wf_id))))?;
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "launch plan {}: workflow {} is not registered",
+                    ids::display(&id),
+                    ids::display(&wf_id)
+                ))
+            })?;
         let compiled: core::CompiledWorkflowClosure = decode(&wf_row.closure, "compiled workflow")?;
         let interface = compiled.primary.and_then(|p| p.template).and_then(|t| t.interface).unwrap_or_default();
         let expected_inputs = registry::validate_launch_plan(&id, &spec, &interface)?;
@@ -454,7 +515,11 @@ impl App {
             Ok(LaunchPlanState::Inactive) => false,
             Err(_) => return Err(Error::invalid(format!("UpdateLaunchPlan: unknown state {state}"))),
         };
-        if !self.store.set_launch_plan_state(&id.project, &id.domain, &id.name, &id.version, active, now_micros()).await? {
+        if !self
+            .store
+            .set_launch_plan_state(&id.project, &id.domain, &id.name, &id.version, active, now_micros())
+            .await?
+        {
             return Err(Error::not_found(format!("launch plan {} does not exist", ids::display(&id))));
         }
         Ok(())
@@ -463,11 +528,9 @@ impl App {
     /// GetActiveLaunchPlan.
     pub async fn get_active_launch_plan(&self, id: Option<NamedEntityIdentifier>) -> Result<LaunchPlan> {
         let id = ids::validate_named(id.as_ref(), true, "GetActiveLaunchPlan")?;
-        let row = self
-            .store
-            .active_launch_plan(&id.project, &id.domain, &id.name)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("launch plan {}/{}/{} has no active version", id.project, id.domain, id.name)))?;
+        let row = self.store.active_launch_plan(&id.project, &id.domain, &id.name).await?.ok_or_else(|| {
+            Error::not_found(format!("launch plan {}/{}/{} has no active version", id.project, id.domain, id.name))
+        })?;
         Self::launch_plan_message(&row)
     }
 
@@ -478,7 +541,10 @@ impl App {
         }
         let (limit, offset) = filters::page(req.limit, &req.token, MAX_PAGE)?;
         let order_by = filters::order_by(req.sort_by.as_ref(), ENTITY_COLUMNS, "created_at DESC")?;
-        let rows = self.store.list_active_launch_plans(&req.project, &req.domain, &ListQuery { filters: &[], order_by, limit, offset }).await?;
+        let rows = self
+            .store
+            .list_active_launch_plans(&req.project, &req.domain, &ListQuery { filters: &[], order_by, limit, offset })
+            .await?;
         let token = filters::next_token(offset, limit, rows.len());
         Ok(Page { items: rows.iter().map(Self::launch_plan_message).collect::<Result<_>>()?, token })
     }
@@ -527,7 +593,9 @@ impl App {
         let expires_at = now_micros() / 1_000_000 + expires_in.as_secs() as i64;
         let signed_url = match self.blob.presign_put(&native_url, target.md5, expires_in).await? {
             Some(url) => url,
-            None => self.signed_http_url("PUT", &target.key, expires_at, target.md5.map(hex::encode).unwrap_or_default()),
+            None => {
+                self.signed_http_url("PUT", &target.key, expires_at, target.md5.map(hex::encode).unwrap_or_default())
+            }
         };
         let mut headers = std::collections::BTreeMap::new();
         if let Some(m) = target.md5 {
@@ -543,11 +611,17 @@ impl App {
     }
 
     /// A signed URL for a native URL the client may download (CreateDownloadLocation / Link).
-    pub async fn signed_download(&self, native_url: &str, expires: Option<&prost_types::Duration>) -> Result<(String, i64)> {
+    pub async fn signed_download(
+        &self,
+        native_url: &str,
+        expires: Option<&prost_types::Duration>,
+    ) -> Result<(String, i64)> {
         if native_url.is_empty() {
             return Err(Error::invalid("native_url is empty"));
         }
-        let key = self.key_of(native_url).ok_or_else(|| Error::invalid(format!("{native_url} is not in this deployment's store")))?;
+        let key = self
+            .key_of(native_url)
+            .ok_or_else(|| Error::invalid(format!("{native_url} is not in this deployment's store")))?;
         if !self.blob.exists(native_url).await? {
             return Err(Error::not_found(format!("{native_url} does not exist")));
         }
@@ -563,12 +637,16 @@ impl App {
     /// The key of a URI under the store's root, if it is inside it.
     fn key_of(&self, uri: &str) -> Option<String> {
         let root = self.blob.root().trim_end_matches('/');
-        uri.strip_prefix(root)?.strip_prefix('/').filter(|k| !k.is_empty() && !k.split('/').any(|s| s == "..")).map(str::to_string)
+        uri.strip_prefix(root)?
+            .strip_prefix('/')
+            .filter(|k| !k.is_empty() && !k.split('/').any(|s| s == ".."))
+            .map(str::to_string)
     }
 
     fn signed_http_url(&self, method: &str, key: &str, expires_at: i64, md5_hex: String) -> String {
         let sig = upload::sign(&self.signing_key, method, key, expires_at, &md5_hex);
-        let mut url = url::Url::parse(&format!("{}/data/", self.public_http_url)).expect("public url validated at start");
+        let mut url =
+            url::Url::parse(&format!("{}/data/", self.public_http_url)).expect("public url validated at start");
         url.path_segments_mut().expect("http url").pop_if_empty().extend(key.split('/'));
         url.query_pairs_mut()
             .append_pair("expires", &expires_at.to_string())
@@ -582,7 +660,9 @@ impl App {
 fn named_kind(rt: i32) -> Result<ResourceType> {
     match ResourceType::try_from(rt) {
         Ok(k @ (ResourceType::Task | ResourceType::Workflow | ResourceType::LaunchPlan)) => Ok(k),
-        _ => Err(Error::invalid(format!("resource_type {rt} has no named entities (use TASK, WORKFLOW or LAUNCH_PLAN)"))),
+        _ => {
+            Err(Error::invalid(format!("resource_type {rt} has no named entities (use TASK, WORKFLOW or LAUNCH_PLAN)")))
+        }
     }
 }
 

@@ -99,10 +99,7 @@ impl Default for HttpConfig {
 
 impl Default for ProjectsConfig {
     fn default() -> Self {
-        ProjectsConfig {
-            auto_create: true,
-            domains: vec!["development".into(), "staging".into(), "production".into()],
-        }
+        ProjectsConfig { auto_create: true, domains: vec!["development".into(), "staging".into(), "production".into()] }
     }
 }
 
@@ -120,7 +117,10 @@ impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let db = &self.database_url;
         if !(db.starts_with("postgres://") || db.starts_with("postgresql://") || db.starts_with("sqlite:")) {
-            return Err(ConfigError::invalid("database_url", format!("`{db}` is neither postgres://... nor sqlite://...")));
+            return Err(ConfigError::invalid(
+                "database_url",
+                format!("`{db}` is neither postgres://... nor sqlite://..."),
+            ));
         }
         if self.projects.domains.is_empty() {
             return Err(ConfigError::invalid("projects.domains", "at least one domain is required"));

@@ -1,8 +1,10 @@
 //! gRPC adapters: decode and validate -> app -> encode. No business logic here.
 
-use aloft_proto::flyteidl::admin as admin;
+use aloft_proto::flyteidl::admin;
 use aloft_proto::flyteidl::core::ResourceType;
-use aloft_proto::flyteidl::service::{self as svc, admin_service_server::AdminService, data_proxy_service_server::DataProxyService};
+use aloft_proto::flyteidl::service::{
+    self as svc, admin_service_server::AdminService, data_proxy_service_server::DataProxyService,
+};
 use tonic::{Request, Response, Status};
 
 use crate::app::App;
@@ -29,7 +31,10 @@ impl AdminService for Admin {
         Ok(Response::new(self.0.get_task(r.into_inner().id).await?))
     }
 
-    async fn list_task_ids(&self, r: Request<admin::NamedEntityIdentifierListRequest>) -> R<admin::NamedEntityIdentifierList> {
+    async fn list_task_ids(
+        &self,
+        r: Request<admin::NamedEntityIdentifierListRequest>,
+    ) -> R<admin::NamedEntityIdentifierList> {
         let page = self.0.list_names(ResourceType::Task, &r.into_inner()).await?;
         Ok(Response::new(admin::NamedEntityIdentifierList { entities: page.items, token: page.token }))
     }
@@ -49,7 +54,10 @@ impl AdminService for Admin {
         Ok(Response::new(self.0.get_workflow(r.into_inner().id).await?))
     }
 
-    async fn list_workflow_ids(&self, r: Request<admin::NamedEntityIdentifierListRequest>) -> R<admin::NamedEntityIdentifierList> {
+    async fn list_workflow_ids(
+        &self,
+        r: Request<admin::NamedEntityIdentifierListRequest>,
+    ) -> R<admin::NamedEntityIdentifierList> {
         let page = self.0.list_names(ResourceType::Workflow, &r.into_inner()).await?;
         Ok(Response::new(admin::NamedEntityIdentifierList { entities: page.items, token: page.token }))
     }
@@ -59,7 +67,10 @@ impl AdminService for Admin {
         Ok(Response::new(admin::WorkflowList { workflows: page.items, token: page.token }))
     }
 
-    async fn create_launch_plan(&self, r: Request<admin::LaunchPlanCreateRequest>) -> R<admin::LaunchPlanCreateResponse> {
+    async fn create_launch_plan(
+        &self,
+        r: Request<admin::LaunchPlanCreateRequest>,
+    ) -> R<admin::LaunchPlanCreateResponse> {
         let r = r.into_inner();
         self.0.create_launch_plan(r.id, r.spec).await?;
         Ok(Response::new(admin::LaunchPlanCreateResponse {}))
@@ -73,12 +84,18 @@ impl AdminService for Admin {
         Ok(Response::new(self.0.get_active_launch_plan(r.into_inner().id).await?))
     }
 
-    async fn list_active_launch_plans(&self, r: Request<admin::ActiveLaunchPlanListRequest>) -> R<admin::LaunchPlanList> {
+    async fn list_active_launch_plans(
+        &self,
+        r: Request<admin::ActiveLaunchPlanListRequest>,
+    ) -> R<admin::LaunchPlanList> {
         let page = self.0.list_active_launch_plans(&r.into_inner()).await?;
         Ok(Response::new(admin::LaunchPlanList { launch_plans: page.items, token: page.token }))
     }
 
-    async fn list_launch_plan_ids(&self, r: Request<admin::NamedEntityIdentifierListRequest>) -> R<admin::NamedEntityIdentifierList> {
+    async fn list_launch_plan_ids(
+        &self,
+        r: Request<admin::NamedEntityIdentifierListRequest>,
+    ) -> R<admin::NamedEntityIdentifierList> {
         let page = self.0.list_names(ResourceType::LaunchPlan, &r.into_inner()).await?;
         Ok(Response::new(admin::NamedEntityIdentifierList { entities: page.items, token: page.token }))
     }
@@ -88,7 +105,10 @@ impl AdminService for Admin {
         Ok(Response::new(admin::LaunchPlanList { launch_plans: page.items, token: page.token }))
     }
 
-    async fn update_launch_plan(&self, r: Request<admin::LaunchPlanUpdateRequest>) -> R<admin::LaunchPlanUpdateResponse> {
+    async fn update_launch_plan(
+        &self,
+        r: Request<admin::LaunchPlanUpdateRequest>,
+    ) -> R<admin::LaunchPlanUpdateResponse> {
         let r = r.into_inner();
         self.0.update_launch_plan(r.id, r.state).await?;
         Ok(Response::new(admin::LaunchPlanUpdateResponse {}))
@@ -141,11 +161,17 @@ impl AdminService for Admin {
         Ok(Response::new(admin::ExecutionList { executions: page.items, token: page.token }))
     }
 
-    async fn get_execution_data(&self, r: Request<admin::WorkflowExecutionGetDataRequest>) -> R<admin::WorkflowExecutionGetDataResponse> {
+    async fn get_execution_data(
+        &self,
+        r: Request<admin::WorkflowExecutionGetDataRequest>,
+    ) -> R<admin::WorkflowExecutionGetDataResponse> {
         Ok(Response::new(self.0.get_execution_data(r.into_inner().id).await?))
     }
 
-    async fn terminate_execution(&self, r: Request<admin::ExecutionTerminateRequest>) -> R<admin::ExecutionTerminateResponse> {
+    async fn terminate_execution(
+        &self,
+        r: Request<admin::ExecutionTerminateRequest>,
+    ) -> R<admin::ExecutionTerminateResponse> {
         let r = r.into_inner();
         self.0.terminate_execution(r.id, r.cause).await?;
         Ok(Response::new(admin::ExecutionTerminateResponse {}))
@@ -160,7 +186,10 @@ impl AdminService for Admin {
         Ok(Response::new(admin::NodeExecutionList { node_executions: page.items, token: page.token }))
     }
 
-    async fn get_node_execution_data(&self, r: Request<admin::NodeExecutionGetDataRequest>) -> R<admin::NodeExecutionGetDataResponse> {
+    async fn get_node_execution_data(
+        &self,
+        r: Request<admin::NodeExecutionGetDataRequest>,
+    ) -> R<admin::NodeExecutionGetDataResponse> {
         Ok(Response::new(self.0.get_node_execution_data(r.into_inner().id).await?))
     }
 
@@ -173,7 +202,10 @@ impl AdminService for Admin {
         Ok(Response::new(admin::TaskExecutionList { task_executions: page.items, token: page.token }))
     }
 
-    async fn get_task_execution_data(&self, r: Request<admin::TaskExecutionGetDataRequest>) -> R<admin::TaskExecutionGetDataResponse> {
+    async fn get_task_execution_data(
+        &self,
+        r: Request<admin::TaskExecutionGetDataRequest>,
+    ) -> R<admin::TaskExecutionGetDataResponse> {
         Ok(Response::new(self.0.get_task_execution_data(r.into_inner().id).await?))
     }
 
@@ -190,7 +222,10 @@ impl AdminService for Admin {
 
 #[tonic::async_trait]
 impl DataProxyService for DataProxy {
-    async fn create_upload_location(&self, r: Request<svc::CreateUploadLocationRequest>) -> R<svc::CreateUploadLocationResponse> {
+    async fn create_upload_location(
+        &self,
+        r: Request<svc::CreateUploadLocationRequest>,
+    ) -> R<svc::CreateUploadLocationResponse> {
         Ok(Response::new(self.0.create_upload_location(&r.into_inner()).await?))
     }
 
@@ -198,7 +233,10 @@ impl DataProxyService for DataProxy {
         Ok(Response::new(self.0.get_data(&r.into_inner().flyte_url).await?))
     }
 
-    async fn create_download_location(&self, r: Request<svc::CreateDownloadLocationRequest>) -> R<svc::CreateDownloadLocationResponse> {
+    async fn create_download_location(
+        &self,
+        r: Request<svc::CreateDownloadLocationRequest>,
+    ) -> R<svc::CreateDownloadLocationResponse> {
         let r = r.into_inner();
         let (signed_url, expires_at) = self.0.signed_download(&r.native_url, r.expires_in.as_ref()).await?;
         Ok(Response::new(svc::CreateDownloadLocationResponse {

@@ -38,7 +38,13 @@ fn reject(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, msg.into()).into_response()
 }
 
-async fn upload_put(State(app): State<App>, Path(key): Path<String>, Query(q): Query<Signed>, headers: HeaderMap, body: Bytes) -> Response {
+async fn upload_put(
+    State(app): State<App>,
+    Path(key): Path<String>,
+    Query(q): Query<Signed>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Err(e) = upload::verify(&app.signing_key, "PUT", &key, q.expires, &q.md5, &q.sig, now_micros() / 1_000_000) {
         return reject(StatusCode::FORBIDDEN, e.to_string());
     }

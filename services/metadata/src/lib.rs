@@ -98,7 +98,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, StartE
         None => None,
     };
 
-    let (_health, mut routes) = aloft_runtime::grpc::health(&["flyteidl.service.AdminService", "flyteidl.service.DataProxyService"]);
+    let (_health, mut routes) =
+        aloft_runtime::grpc::health(&["flyteidl.service.AdminService", "flyteidl.service.DataProxyService"]);
     routes = routes
         .add_service(
             AdminServiceServer::new(grpc::Admin(app.clone()))

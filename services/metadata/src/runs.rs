@@ -7,8 +7,9 @@
 
 use aloft_proto::aloft::v1::{AbortCommand, Envelope, ExecuteCommand, envelope::Body};
 use aloft_proto::flyteidl::admin::{
-    self as admin, Execution, ExecutionClosure, ExecutionCreateRequest, ExecutionSpec, LaunchPlanClosure, LaunchPlanSpec,
-    NodeExecution, NodeExecutionClosure, NodeExecutionMetaData, TaskExecution, TaskExecutionClosure, UrlBlob,
+    self as admin, Execution, ExecutionClosure, ExecutionCreateRequest, ExecutionSpec, LaunchPlanClosure,
+    LaunchPlanSpec, NodeExecution, NodeExecutionClosure, NodeExecutionMetaData, TaskExecution, TaskExecutionClosure,
+    UrlBlob,
 };
 use aloft_proto::flyteidl::core::{
     self as core, Identifier, LiteralMap, NodeExecutionIdentifier, ResourceType, TaskExecutionIdentifier,
@@ -18,7 +19,9 @@ use aloft_proto::flyteidl::event::{NodeExecutionEvent, TaskExecutionEvent, Workf
 use aloft_proto::flyteidl::service::{GetDataResponse, get_data_response};
 use prost::Message;
 
-use crate::adapters::store::{EXECUTION_COLUMNS, ExecutionRow, ListQuery, NODE_COLUMNS, NodeRow, TASK_COLUMNS, TaskRow};
+use crate::adapters::store::{
+    EXECUTION_COLUMNS, ExecutionRow, ListQuery, NODE_COLUMNS, NodeRow, TASK_COLUMNS, TaskRow,
+};
 use crate::app::{App, Page, now_micros, timestamp};
 use crate::domain::executions::{self as rules, NodeRecord, TaskRecord};
 use crate::domain::{filters, ids};
@@ -68,7 +71,8 @@ impl App {
 
     async fn read_literal_map(&self, uri: &str) -> Result<(LiteralMap, i64)> {
         let bytes = self.blob.get(uri).await?;
-        let map = LiteralMap::decode(bytes.as_ref()).map_err(|e| Error::Internal(format!("{uri} is not a LiteralMap: {e}")))?;
+        let map = LiteralMap::decode(bytes.as_ref())
+            .map_err(|e| Error::Internal(format!("{uri} is not a LiteralMap: {e}")))?;
         Ok((map, bytes.len() as i64))
     }
 
@@ -90,14 +94,21 @@ impl App {
         let task = self.get_task(Some(task_id.clone())).await?;
         let template = task.closure.and_then(|c| c.compiled_task).and_then(|c| c.template).unwrap_or_default();
         let spec = aloft_compiler::synthesize_task_workflow(&template);
-        let wf_id = spec.template.as_ref().and_then(|t| t.id.clone()).ok_or_else(|| Error::Internal("synthesized workflow has no id".into()))?;
+        let wf_id = spec
+            .template
+            .as_ref()
+            .and_then(|t| t.id.clone())
+            .ok_or_else(|| Error::Internal("synthesized workflow has no id".into()))?;
         match self.create_workflow(Some(wf_id.clone()), Some(spec)).await {
             Ok(()) | Err(Error::AlreadyExists(_)) => {}
             Err(e) => return Err(e),
         }
         let mut params = core::ParameterMap::default();
         for (name, var) in template.interface.and_then(|i| i.inputs).map(|v| v.variables).unwrap_or_default() {
-            params.parameters.insert(name, core::Parameter { var: Some(var), behavior: Some(core::parameter::Behavior::Required(true)) });
+            params.parameters.insert(
+                name,
+                core::Parameter { var: Some(var), behavior: Some(core::parameter::Behavior::Required(true)) },
+            );
         }
         let lp_id = Identifier { resource_type: ResourceType::LaunchPlan as i32, ..wf_id.clone() };
         let lp = LaunchPlanSpec { workflow_id: Some(wf_id), default_inputs: Some(params), ..Default::default() };
@@ -114,12 +125,18 @@ impl App {
             return Err(Error::invalid("CreateExecution: project and domain are required"));
         }
         let spec = req.spec.clone().ok_or_else(|| Error::invalid("CreateExecution: spec is missing"))?;
-        let target = spec.launch_plan.clone().ok_or_else(|| Error::invalid("CreateExecution: spec.launch_plan is missing"))?;
+        let target =
+            spec.launch_plan.clone().ok_or_else(|| Error::invalid("CreateExecution: spec.launch_plan is missing"))?;
         if !req.name.is_empty() && (!ids::is_valid_token(&req.name) || req.name.len() > 63) {
-            return Err(Error::invalid(format!("CreateExecution: name `{}` may only contain letters, digits, - and _ (at most 63)", req.name)));
+            return Err(Error::invalid(format!(
+                "CreateExecution: name `{}` may only contain letters, digits, - and _ (at most 63)",
+                req.name
+            )));
         }
         let lp_id = match ResourceType::try_from(target.resource_type) {
-            Ok(ResourceType::LaunchPlan) => ids::validate(Some(&target), ResourceType::LaunchPlan, "CreateExecution: spec.launch_plan")?,
+            Ok(ResourceType::LaunchPlan) => {
+                ids::validate(Some(&target), ResourceType::LaunchPlan, "CreateExecution: spec.launch_plan")?
+            }
             Ok(ResourceType::Task) => {
                 let task_id = ids::validate(Some(&target), ResourceType::Task, "CreateExecution: spec.launch_plan")?;
                 self.launch_plan_for_task(&task_id).await?
@@ -130,9 +147,13 @@ impl App {
         let lp = self.get_launch_plan(Some(lp_id.clone())).await?;
         let lp_spec = lp.spec.clone().unwrap_or_default();
         let lp_closure: LaunchPlanClosure = lp.closure.clone().unwrap_or_default();
-        let wf_id = lp_spec.workflow_id.clone().ok_or_else(|| Error::Internal("launch plan without workflow".into()))?;
+        let wf_id =
+            lp_spec.workflow_id.clone().ok_or_else(|| Error::Internal("launch plan without workflow".into()))?;
         let workflow = self.get_workflow(Some(wf_id.clone())).await?;
-        let compiled = workflow.closure.and_then(|c| c.compiled_workflow).ok_or_else(|| Error::Internal("workflow without closure".into()))?;
+        let compiled = workflow
+            .closure
+            .and_then(|c| c.compiled_workflow)
+            .ok_or_else(|| Error::Internal("workflow without closure".into()))?;
 
         let given = req.inputs.clone().or_else(|| spec.inputs.clone()).unwrap_or_default();
         let inputs = rules::merge_inputs(
@@ -149,7 +170,12 @@ impl App {
         } else {
             req.name.clone()
         };
-        let id = WorkflowExecutionIdentifier { project: req.project.clone(), domain: req.domain.clone(), name: name.clone(), org: String::new() };
+        let id = WorkflowExecutionIdentifier {
+            project: req.project.clone(),
+            domain: req.domain.clone(),
+            name: name.clone(),
+            org: String::new(),
+        };
         if self.store.get_execution(&id.project, &id.domain, &id.name).await?.is_some() {
             return Err(Error::AlreadyExists(format!("execution {} already exists", exec_display(&id))));
         }
@@ -238,12 +264,14 @@ impl App {
                 producer_id: "metadata".into(),
                 phase: WfPhase::Failed as i32,
                 occurred_at: Some(timestamp(now_micros())),
-                output_result: Some(aloft_proto::flyteidl::event::workflow_execution_event::OutputResult::Error(core::ExecutionError {
-                    code: "SchedulingFailed".into(),
-                    message: format!("the execution could not be handed to the scheduler: {e}"),
-                    kind: core::execution_error::ErrorKind::System as i32,
-                    ..Default::default()
-                })),
+                output_result: Some(aloft_proto::flyteidl::event::workflow_execution_event::OutputResult::Error(
+                    core::ExecutionError {
+                        code: "SchedulingFailed".into(),
+                        message: format!("the execution could not be handed to the scheduler: {e}"),
+                        kind: core::execution_error::ErrorKind::System as i32,
+                        ..Default::default()
+                    },
+                )),
             };
             self.apply_workflow_event(&failed).await?;
             return Err(Error::Internal(format!("execution {} could not be scheduled: {e}", exec_display(&id))));
@@ -287,13 +315,19 @@ impl App {
         }
         let (limit, offset) = filters::page(req.limit, &req.token, 1000)?;
         let order_by = filters::order_by(req.sort_by.as_ref(), EXECUTION_COLUMNS, "created_at DESC")?;
-        let rows = self.store.list_executions(&scope.project, &scope.domain, &ListQuery { filters: &f, order_by, limit, offset }).await?;
+        let rows = self
+            .store
+            .list_executions(&scope.project, &scope.domain, &ListQuery { filters: &f, order_by, limit, offset })
+            .await?;
         let token = filters::next_token(offset, limit, rows.len());
         Ok(Page { items: rows.iter().map(Self::execution_message).collect::<Result<_>>()?, token })
     }
 
     /// GetExecutionData: inputs and (once succeeded) outputs inline, so clients need no store access.
-    pub async fn get_execution_data(&self, id: Option<WorkflowExecutionIdentifier>) -> Result<admin::WorkflowExecutionGetDataResponse> {
+    pub async fn get_execution_data(
+        &self,
+        id: Option<WorkflowExecutionIdentifier>,
+    ) -> Result<admin::WorkflowExecutionGetDataResponse> {
         let id = validate_exec_id(id.as_ref(), "GetExecutionData")?;
         let row = self.execution_row(&id).await?;
         let (full_inputs, inputs) = self.data(&row.inputs_uri).await?;
@@ -326,7 +360,11 @@ impl App {
             id: format!("abort/{}/{}/{}", id.project, id.domain, id.name),
             created_at: Some(timestamp(now_micros())),
             source: "metadata".into(),
-            body: Some(Body::Abort(AbortCommand { execution_id: Some(id.clone()), cause: cause.clone(), principal: String::new() })),
+            body: Some(Body::Abort(AbortCommand {
+                execution_id: Some(id.clone()),
+                cause: cause.clone(),
+                principal: String::new(),
+            })),
         };
         self.bus()?.publish(&cmd).await.map_err(|e| Error::Internal(format!("cannot publish abort: {e}")))?;
         // Remember the cause now; the ABORTED phase arrives with the scheduler's event.
@@ -335,7 +373,11 @@ impl App {
             let mut closure: ExecutionClosure = decode(&row.closure, "execution closure")?;
             #[allow(deprecated)]
             {
-                closure.output_result = Some(admin::execution_closure::OutputResult::AbortMetadata(admin::AbortMetadata { cause: cause.clone(), principal: String::new() }));
+                closure.output_result =
+                    Some(admin::execution_closure::OutputResult::AbortMetadata(admin::AbortMetadata {
+                        cause: cause.clone(),
+                        principal: String::new(),
+                    }));
             }
             row.closure = closure.encode_to_vec();
             row.updated_at = now_micros();
@@ -377,7 +419,13 @@ impl App {
         let order_by = filters::order_by(req.sort_by.as_ref(), NODE_COLUMNS, "created_at ASC")?;
         let rows = self
             .store
-            .list_nodes(&exec.project, &exec.domain, &exec.name, &req.unique_parent_id, &ListQuery { filters: &f, order_by, limit, offset })
+            .list_nodes(
+                &exec.project,
+                &exec.domain,
+                &exec.name,
+                &req.unique_parent_id,
+                &ListQuery { filters: &f, order_by, limit, offset },
+            )
             .await?;
         let token = filters::next_token(offset, limit, rows.len());
         Ok(Page { items: rows.iter().map(|r| Self::node_message(&exec, r)).collect::<Result<_>>()?, token })
@@ -390,7 +438,10 @@ impl App {
     }
 
     /// GetNodeExecutionData.
-    pub async fn get_node_execution_data(&self, id: Option<NodeExecutionIdentifier>) -> Result<admin::NodeExecutionGetDataResponse> {
+    pub async fn get_node_execution_data(
+        &self,
+        id: Option<NodeExecutionIdentifier>,
+    ) -> Result<admin::NodeExecutionGetDataResponse> {
         let (exec, node) = node_id_parts(id.as_ref(), "GetNodeExecutionData")?;
         let row = self.node_row(&exec, &node).await?;
         let closure: NodeExecutionClosure = decode(&row.closure, "node closure")?;
@@ -401,7 +452,14 @@ impl App {
         };
         let (full_inputs, inputs) = self.data(&row.input_uri).await?;
         let (full_outputs, outputs) = self.data(&out_uri).await?;
-        Ok(admin::NodeExecutionGetDataResponse { inputs, outputs, full_inputs, full_outputs, dynamic_workflow: None, flyte_urls: None })
+        Ok(admin::NodeExecutionGetDataResponse {
+            inputs,
+            outputs,
+            full_inputs,
+            full_outputs,
+            dynamic_workflow: None,
+            flyte_urls: None,
+        })
     }
 
     // ------------------------------------------------------------------ task executions
@@ -412,7 +470,10 @@ impl App {
         Ok(TaskExecution {
             id: Some(TaskExecutionIdentifier {
                 task_id: Some(decode(&row.task_id, "task id")?),
-                node_execution_id: Some(NodeExecutionIdentifier { node_id: row.node_id.clone(), execution_id: Some(exec.clone()) }),
+                node_execution_id: Some(NodeExecutionIdentifier {
+                    node_id: row.node_id.clone(),
+                    execution_id: Some(exec.clone()),
+                }),
                 retry_attempt: row.retry_attempt as u32,
             }),
             input_uri: row.input_uri.clone(),
@@ -427,19 +488,38 @@ impl App {
         let f = filters::parse(&req.filters)?;
         let (limit, offset) = filters::page(req.limit, &req.token, 1000)?;
         let order_by = filters::order_by(req.sort_by.as_ref(), TASK_COLUMNS, "created_at ASC")?;
-        let rows = self.store.list_task_executions(&exec.project, &exec.domain, &exec.name, &node, &ListQuery { filters: &f, order_by, limit, offset }).await?;
+        let rows = self
+            .store
+            .list_task_executions(
+                &exec.project,
+                &exec.domain,
+                &exec.name,
+                &node,
+                &ListQuery { filters: &f, order_by, limit, offset },
+            )
+            .await?;
         let token = filters::next_token(offset, limit, rows.len());
         Ok(Page { items: rows.iter().map(|r| Self::attempt_message(&exec, r)).collect::<Result<_>>()?, token })
     }
 
-    async fn task_row(&self, id: Option<&TaskExecutionIdentifier>, what: &str) -> Result<(WorkflowExecutionIdentifier, TaskRow)> {
+    async fn task_row(
+        &self,
+        id: Option<&TaskExecutionIdentifier>,
+        what: &str,
+    ) -> Result<(WorkflowExecutionIdentifier, TaskRow)> {
         let id = id.ok_or_else(|| Error::invalid(format!("{what}: missing task execution id")))?;
         let (exec, node) = node_id_parts(id.node_execution_id.as_ref(), what)?;
         let row = self
             .store
             .get_task_execution(&exec.project, &exec.domain, &exec.name, &node, id.retry_attempt as i32)
             .await?
-            .ok_or_else(|| Error::not_found(format!("attempt {} of node {node} of execution {} does not exist", id.retry_attempt, exec_display(&exec))))?;
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "attempt {} of node {node} of execution {} does not exist",
+                    id.retry_attempt,
+                    exec_display(&exec)
+                ))
+            })?;
         Ok((exec, row))
     }
 
@@ -450,7 +530,10 @@ impl App {
     }
 
     /// GetTaskExecutionData.
-    pub async fn get_task_execution_data(&self, id: Option<TaskExecutionIdentifier>) -> Result<admin::TaskExecutionGetDataResponse> {
+    pub async fn get_task_execution_data(
+        &self,
+        id: Option<TaskExecutionIdentifier>,
+    ) -> Result<admin::TaskExecutionGetDataResponse> {
         let (_, row) = self.task_row(id.as_ref(), "GetTaskExecutionData").await?;
         let closure: TaskExecutionClosure = decode(&row.closure, "task closure")?;
         #[allow(deprecated)]
@@ -466,10 +549,20 @@ impl App {
     /// DataProxyService.GetData for `flyte://v1/...` URLs (`pyflyte fetch`).
     pub async fn get_data(&self, url: &str) -> Result<GetDataResponse> {
         let u = rules::parse_flyte_url(url)?;
-        let exec = WorkflowExecutionIdentifier { project: u.project.clone(), domain: u.domain.clone(), name: u.execution.clone(), org: String::new() };
+        let exec = WorkflowExecutionIdentifier {
+            project: u.project.clone(),
+            domain: u.domain.clone(),
+            name: u.execution.clone(),
+            org: String::new(),
+        };
         let (inputs, outputs, deck) = match u.attempt {
             None => {
-                let d = self.get_node_execution_data(Some(NodeExecutionIdentifier { node_id: u.node_id.clone(), execution_id: Some(exec.clone()) })).await?;
+                let d = self
+                    .get_node_execution_data(Some(NodeExecutionIdentifier {
+                        node_id: u.node_id.clone(),
+                        execution_id: Some(exec.clone()),
+                    }))
+                    .await?;
                 let n = self.node_row(&exec, &u.node_id).await?;
                 let c: NodeExecutionClosure = decode(&n.closure, "node closure")?;
                 (d.full_inputs, d.full_outputs, c.deck_uri)
@@ -479,7 +572,10 @@ impl App {
                     .task_row(
                         Some(&TaskExecutionIdentifier {
                             task_id: None,
-                            node_execution_id: Some(NodeExecutionIdentifier { node_id: u.node_id.clone(), execution_id: Some(exec.clone()) }),
+                            node_execution_id: Some(NodeExecutionIdentifier {
+                                node_id: u.node_id.clone(),
+                                execution_id: Some(exec.clone()),
+                            }),
                             retry_attempt: attempt,
                         }),
                         "GetData",
@@ -487,7 +583,10 @@ impl App {
                     .await?;
                 let id = TaskExecutionIdentifier {
                     task_id: Some(decode(&row.task_id, "task id")?),
-                    node_execution_id: Some(NodeExecutionIdentifier { node_id: u.node_id.clone(), execution_id: Some(exec.clone()) }),
+                    node_execution_id: Some(NodeExecutionIdentifier {
+                        node_id: u.node_id.clone(),
+                        execution_id: Some(exec.clone()),
+                    }),
                     retry_attempt: attempt,
                 };
                 let d = self.get_task_execution_data(Some(id)).await?;
@@ -515,7 +614,10 @@ impl App {
             data: Some(match u.var {
                 None => get_data_response::Data::LiteralMap(map),
                 Some(var) => get_data_response::Data::Literal(
-                    map.literals.get(&var).cloned().ok_or_else(|| Error::not_found(format!("{url}: no variable `{var}`")))?,
+                    map.literals
+                        .get(&var)
+                        .cloned()
+                        .ok_or_else(|| Error::not_found(format!("{url}: no variable `{var}`")))?,
                 ),
             }),
         })
@@ -566,7 +668,11 @@ impl App {
                 Some(row) => Some(NodeRecord {
                     parent_id: row.parent_id.clone(),
                     input_uri: row.input_uri.clone(),
-                    closure: { let mut c: NodeExecutionClosure = decode(&row.closure, "node closure")?; c.phase = row.phase; c },
+                    closure: {
+                        let mut c: NodeExecutionClosure = decode(&row.closure, "node closure")?;
+                        c.phase = row.phase;
+                        c
+                    },
                     metadata: decode(&row.metadata, "node metadata")?,
                     occurred_at: row.occurred_at,
                 }),
@@ -595,12 +701,19 @@ impl App {
         let (exec, node) = node_id_parts(ev.parent_node_execution_id.as_ref(), "task event")?;
         let task_id = ev.task_id.clone().unwrap_or_default();
         for _ in 0..CONFLICT_RETRIES {
-            let existing = self.store.get_task_execution(&exec.project, &exec.domain, &exec.name, &node, ev.retry_attempt as i32).await?;
+            let existing = self
+                .store
+                .get_task_execution(&exec.project, &exec.domain, &exec.name, &node, ev.retry_attempt as i32)
+                .await?;
             let record = match &existing {
                 Some(row) => Some(TaskRecord {
                     input_uri: row.input_uri.clone(),
                     phase_version: row.phase_version as u32,
-                    closure: { let mut c: TaskExecutionClosure = decode(&row.closure, "task closure")?; c.phase = row.phase; c },
+                    closure: {
+                        let mut c: TaskExecutionClosure = decode(&row.closure, "task closure")?;
+                        c.phase = row.phase;
+                        c
+                    },
                     occurred_at: row.occurred_at,
                 }),
                 None => None,
@@ -630,7 +743,10 @@ impl App {
 pub fn manual_spec(launch_plan: Identifier) -> ExecutionSpec {
     ExecutionSpec {
         launch_plan: Some(launch_plan),
-        metadata: Some(admin::ExecutionMetadata { mode: admin::execution_metadata::ExecutionMode::Manual as i32, ..Default::default() }),
+        metadata: Some(admin::ExecutionMetadata {
+            mode: admin::execution_metadata::ExecutionMode::Manual as i32,
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }

@@ -53,7 +53,10 @@ async fn local_store_upload_through_our_endpoint() {
 
     let dl = env
         .dataproxy
-        .create_download_location(CreateDownloadLocationRequest { native_url: resp.native_url.clone(), expires_in: None })
+        .create_download_location(CreateDownloadLocationRequest {
+            native_url: resp.native_url.clone(),
+            expires_in: None,
+        })
         .await
         .unwrap()
         .into_inner();

@@ -92,7 +92,8 @@ fn execution_error(f: &Failure) -> core::ExecutionError {
         code: f.code.clone(),
         message: f.message.clone(),
         error_uri: f.error_uri.clone(),
-        kind: if f.user { core::execution_error::ErrorKind::User } else { core::execution_error::ErrorKind::System } as i32,
+        kind: if f.user { core::execution_error::ErrorKind::User } else { core::execution_error::ErrorKind::System }
+            as i32,
         ..Default::default()
     }
 }
@@ -108,7 +109,8 @@ impl App {
             return Ok(c.clone());
         }
         let bytes = self.blob.get(uri).await?;
-        let closure = CompiledWorkflowClosure::decode(bytes.as_ref()).map_err(|e| Error::Corrupt(format!("{uri}: {e}")))?;
+        let closure =
+            CompiledWorkflowClosure::decode(bytes.as_ref()).map_err(|e| Error::Corrupt(format!("{uri}: {e}")))?;
         let plan = Plan::from_closure(&closure);
         let entry = Arc::new((closure, plan));
         self.closures.lock().await.insert(uri.to_string(), entry.clone());
@@ -117,7 +119,8 @@ impl App {
 
     /// Handles an execute command. A second delivery of the same command finds the state and does nothing.
     pub async fn execute(&self, cmd: &ExecuteCommand) -> Result<(), Error> {
-        let id = cmd.execution_id.clone().ok_or_else(|| Error::Corrupt("execute command without execution id".into()))?;
+        let id =
+            cmd.execution_id.clone().ok_or_else(|| Error::Corrupt("execute command without execution id".into()))?;
         if self.kv.get(&key(&id)).await?.is_some() {
             return Ok(());
         }
@@ -126,11 +129,21 @@ impl App {
             Ok(p) => p.clone(),
             Err(why) => {
                 // A workflow this scheduler cannot run fails visibly instead of hanging in QUEUED.
-                let failure = Failure { code: "Unsupported".into(), message: why.clone(), user: false, error_uri: String::new() };
+                let failure =
+                    Failure { code: "Unsupported".into(), message: why.clone(), user: false, error_uri: String::new() };
                 self.publish_wf(&id, WfStatus::Running, None).await?;
                 self.publish_wf(&id, WfStatus::Failed, Some(&failure)).await?;
-                let stored = Stored { command: hex::encode(cmd.encode_to_vec()), state: ExecState { status: WfStatus::Failed, nodes: Default::default(), failure: None } };
-                self.kv.create(&key(&id), Bytes::from(serde_json::to_vec(&stored).map_err(|e| Error::Corrupt(e.to_string()))?)).await.or_else(ignore_conflict)?;
+                let stored = Stored {
+                    command: hex::encode(cmd.encode_to_vec()),
+                    state: ExecState { status: WfStatus::Failed, nodes: Default::default(), failure: None },
+                };
+                self.kv
+                    .create(
+                        &key(&id),
+                        Bytes::from(serde_json::to_vec(&stored).map_err(|e| Error::Corrupt(e.to_string()))?),
+                    )
+                    .await
+                    .or_else(ignore_conflict)?;
                 return Ok(());
             }
         };
@@ -138,7 +151,11 @@ impl App {
         let fx = machine::decide(&mut state, Input::Start, &plan, self.limits(cmd));
         self.perform(cmd, &closure.0, &state, fx).await?;
         let stored = Stored { command: hex::encode(cmd.encode_to_vec()), state };
-        match self.kv.create(&key(&id), Bytes::from(serde_json::to_vec(&stored).map_err(|e| Error::Corrupt(e.to_string()))?)).await {
+        match self
+            .kv
+            .create(&key(&id), Bytes::from(serde_json::to_vec(&stored).map_err(|e| Error::Corrupt(e.to_string()))?))
+            .await
+        {
             Ok(_) => Ok(()),
             // another replica started it first; its effects are the same ones (same ids)
             Err(e) if e.is_conflict() => Ok(()),
@@ -158,9 +175,12 @@ impl App {
                 tracing::warn!(execution = %key(id), "input for an execution the scheduler never started; ignored");
                 return Ok(());
             };
-            let mut stored: Stored = serde_json::from_slice(&entry.value).map_err(|e| Error::Corrupt(format!("state of {}: {e}", key(id))))?;
-            let cmd = ExecuteCommand::decode(hex::decode(&stored.command).map_err(|e| Error::Corrupt(e.to_string()))?.as_slice())
-                .map_err(|e| Error::Corrupt(e.to_string()))?;
+            let mut stored: Stored = serde_json::from_slice(&entry.value)
+                .map_err(|e| Error::Corrupt(format!("state of {}: {e}", key(id))))?;
+            let cmd = ExecuteCommand::decode(
+                hex::decode(&stored.command).map_err(|e| Error::Corrupt(e.to_string()))?.as_slice(),
+            )
+            .map_err(|e| Error::Corrupt(e.to_string()))?;
             let closure = self.closure(&cmd.closure_uri).await?;
             let Ok(plan) = &closure.1 else { return Ok(()) };
             let fx = machine::decide(&mut stored.state, input.clone(), plan, self.limits(&cmd));
@@ -193,7 +213,11 @@ impl App {
             Ok(p @ (TaskPhase::Failed | TaskPhase::RetryableFailed)) => {
                 let e = match &ev.output_result {
                     Some(event::task_execution_event::OutputResult::Error(e)) => e.clone(),
-                    _ => core::ExecutionError { code: "Unknown".into(), message: "the task failed without an error".into(), ..Default::default() },
+                    _ => core::ExecutionError {
+                        code: "Unknown".into(),
+                        message: "the task failed without an error".into(),
+                        ..Default::default()
+                    },
                 };
                 let user = e.kind != core::execution_error::ErrorKind::System as i32;
                 Outcome::Failed {
@@ -227,7 +251,13 @@ impl App {
         format!("{}/outputs.pb", Self::prefix(cmd))
     }
 
-    async fn perform(&self, cmd: &ExecuteCommand, closure: &CompiledWorkflowClosure, state: &ExecState, fx: Vec<Effect>) -> Result<(), Error> {
+    async fn perform(
+        &self,
+        cmd: &ExecuteCommand,
+        closure: &CompiledWorkflowClosure,
+        state: &ExecState,
+        fx: Vec<Effect>,
+    ) -> Result<(), Error> {
         let id = cmd.execution_id.clone().unwrap_or_default();
         let mut followups = Vec::new();
         for e in fx {
@@ -257,11 +287,19 @@ impl App {
                         id: format!("kill/{}/{node_id}/{attempt}", key(&id)),
                         created_at: Some(now()),
                         source: "scheduler".into(),
-                        body: Some(Body::Abort(AbortCommand { execution_id: Some(id.clone()), cause: format!("{node_id}/{attempt}"), principal: String::new() })),
+                        body: Some(Body::Abort(AbortCommand {
+                            execution_id: Some(id.clone()),
+                            cause: format!("{node_id}/{attempt}"),
+                            principal: String::new(),
+                        })),
                     };
                     let subject = format!("{}.ctl.abort", self.bus.config().subject_prefix);
                     // core NATS: every executor hears it; an executor not running the attempt ignores it
-                    self.bus.client().publish(subject, env.encode_to_vec().into()).await.map_err(|e| Error::Publish(e.to_string()))?;
+                    self.bus
+                        .client()
+                        .publish(subject, env.encode_to_vec().into())
+                        .await
+                        .map_err(|e| Error::Publish(e.to_string()))?;
                 }
                 Effect::WriteOutputs => {
                     let primary = closure.primary.as_ref().and_then(|p| p.template.as_ref());
@@ -284,14 +322,25 @@ impl App {
     }
 
     /// Decides and performs a follow-up input on the state being built (stored by the caller's CAS).
-    async fn apply_inline(&self, cmd: &ExecuteCommand, closure: &CompiledWorkflowClosure, mut state: ExecState, input: Input) -> Result<(), Error> {
+    async fn apply_inline(
+        &self,
+        cmd: &ExecuteCommand,
+        closure: &CompiledWorkflowClosure,
+        mut state: ExecState,
+        input: Input,
+    ) -> Result<(), Error> {
         let Ok(plan) = Plan::from_closure(closure) else { return Ok(()) };
         let fx = machine::decide(&mut state, input, &plan, self.limits(cmd));
         self.perform(cmd, closure, &state, fx).await
     }
 
     /// Outputs of finished nodes by id; `start-node` = the execution inputs.
-    async fn resolve(&self, cmd: &ExecuteCommand, state: &ExecState, bindings: &[core::Binding]) -> Result<Result<LiteralMap, String>, Error> {
+    async fn resolve(
+        &self,
+        cmd: &ExecuteCommand,
+        state: &ExecState,
+        bindings: &[core::Binding],
+    ) -> Result<Result<LiteralMap, String>, Error> {
         let mut needed: Vec<String> = Vec::new();
         collect_nodes(bindings, &mut needed);
         let mut outputs: HashMap<String, LiteralMap> = HashMap::new();
@@ -313,15 +362,28 @@ impl App {
 
     /// Writes the node's inputs (first attempt) and publishes the task run. Returns Err(message)
     /// when the inputs cannot be built.
-    async fn dispatch(&self, cmd: &ExecuteCommand, closure: &CompiledWorkflowClosure, state: &ExecState, node_id: &str, attempt: u32) -> Result<Result<(), String>, Error> {
+    async fn dispatch(
+        &self,
+        cmd: &ExecuteCommand,
+        closure: &CompiledWorkflowClosure,
+        state: &ExecState,
+        node_id: &str,
+        attempt: u32,
+    ) -> Result<Result<(), String>, Error> {
         let id = cmd.execution_id.clone().unwrap_or_default();
         let primary = closure.primary.as_ref().and_then(|p| p.template.as_ref());
         let Some(node) = primary.and_then(|t| t.nodes.iter().find(|n| n.id == node_id)) else {
             return Ok(Err(format!("node `{node_id}` is not in the workflow")));
         };
-        let Some(core::node::Target::TaskNode(tn)) = &node.target else { return Ok(Err(format!("node `{node_id}` is not a task node"))) };
-        let Some(core::task_node::Reference::ReferenceId(task_id)) = &tn.reference else { return Ok(Err(format!("node `{node_id}` has no task"))) };
-        let Some(task) = closure.tasks.iter().filter_map(|t| t.template.as_ref()).find(|t| t.id.as_ref() == Some(task_id)) else {
+        let Some(core::node::Target::TaskNode(tn)) = &node.target else {
+            return Ok(Err(format!("node `{node_id}` is not a task node")));
+        };
+        let Some(core::task_node::Reference::ReferenceId(task_id)) = &tn.reference else {
+            return Ok(Err(format!("node `{node_id}` has no task")));
+        };
+        let Some(task) =
+            closure.tasks.iter().filter_map(|t| t.template.as_ref()).find(|t| t.id.as_ref() == Some(task_id))
+        else {
             return Ok(Err(format!("task of node `{node_id}` is missing from the closure")));
         };
         let inputs_uri = Self::node_inputs_uri(cmd, node_id);
@@ -332,8 +394,11 @@ impl App {
             }
         }
         let raw = format!("{}/{node_id}/{attempt}", cmd.raw_output_prefix.trim_end_matches('/'));
-        let prev_checkpoint =
-            if attempt == 0 { String::new() } else { format!("{}/{node_id}/{}/_flytecheckpoints", cmd.raw_output_prefix.trim_end_matches('/'), attempt - 1) };
+        let prev_checkpoint = if attempt == 0 {
+            String::new()
+        } else {
+            format!("{}/{node_id}/{}/_flytecheckpoints", cmd.raw_output_prefix.trim_end_matches('/'), attempt - 1)
+        };
         let mut env = std::collections::BTreeMap::new();
         if let Some(w) = &cmd.workflow_id {
             env.insert("FLYTE_INTERNAL_EXECUTION_WORKFLOW".to_string(), w.name.clone());
@@ -346,13 +411,19 @@ impl App {
                 env.insert(kv.key.clone(), kv.value.clone());
             }
         }
-        let timeout = node.metadata.as_ref().and_then(|m| m.timeout).filter(|d| d.seconds > 0 || d.nanos > 0).or_else(|| {
-            task.metadata.as_ref().and_then(|m| m.timeout).filter(|d| d.seconds > 0 || d.nanos > 0)
-        });
+        let timeout = node
+            .metadata
+            .as_ref()
+            .and_then(|m| m.timeout)
+            .filter(|d| d.seconds > 0 || d.nanos > 0)
+            .or_else(|| task.metadata.as_ref().and_then(|m| m.timeout).filter(|d| d.seconds > 0 || d.nanos > 0));
         let run = TaskRunCommand {
             id: Some(TaskExecutionIdentifier {
                 task_id: Some(task_id.clone()),
-                node_execution_id: Some(NodeExecutionIdentifier { node_id: node_id.to_string(), execution_id: Some(id.clone()) }),
+                node_execution_id: Some(NodeExecutionIdentifier {
+                    node_id: node_id.to_string(),
+                    execution_id: Some(id.clone()),
+                }),
                 retry_attempt: attempt,
             }),
             task: Some(task.clone()),
@@ -376,7 +447,12 @@ impl App {
         Ok(Ok(()))
     }
 
-    async fn publish_wf(&self, id: &WorkflowExecutionIdentifier, phase: WfStatus, failure: Option<&Failure>) -> Result<(), Error> {
+    async fn publish_wf(
+        &self,
+        id: &WorkflowExecutionIdentifier,
+        phase: WfStatus,
+        failure: Option<&Failure>,
+    ) -> Result<(), Error> {
         let p = wf_phase(phase);
         let output_result = match (phase, failure) {
             (_, Some(f)) => Some(event::workflow_execution_event::OutputResult::Error(execution_error(f))),
@@ -431,7 +507,8 @@ impl App {
                 spec_node_id: node_id.to_string(),
                 node_name: node_id.to_string(),
                 retry_group: attempt.to_string(),
-                input_value: (!input_uri.is_empty()).then_some(event::node_execution_event::InputValue::InputUri(input_uri)),
+                input_value: (!input_uri.is_empty())
+                    .then_some(event::node_execution_event::InputValue::InputUri(input_uri)),
                 output_result,
                 ..Default::default()
             })),

@@ -63,7 +63,11 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     let (stream, consumer_name) = (consumer.stream().to_string(), consumer.name().to_string());
 
     let events = bus
-        .consumer(EVENTS_CONSUMER, &[bus.topology().events_filter(Some(aloft_bus::EventKind::Task), None, None)], StreamKind::Events)
+        .consumer(
+            EVENTS_CONSUMER,
+            &[bus.topology().events_filter(Some(aloft_bus::EventKind::Task), None, None)],
+            StreamKind::Events,
+        )
         .await?;
     let blob = aloft_blob::BlobStore::from_config(&config.storage).await?;
     let kv = bus.kv_bucket("executions").await?;

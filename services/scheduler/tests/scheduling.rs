@@ -10,9 +10,9 @@ use aloft_proto::aloft::v1::{Envelope, ExecuteCommand, envelope::Body};
 use aloft_proto::flyteidl::admin::{ExecutionSpec, WorkflowSpec};
 use aloft_proto::flyteidl::core::{
     self, Binding, BindingData, Identifier, Literal, LiteralMap, LiteralType, Node, NodeMetadata, OutputReference,
-    ResourceType, SimpleType, TaskNode, TaskTemplate, TypedInterface, Variable, VariableMap, WorkflowExecutionIdentifier,
-    WorkflowTemplate, binding_data, literal_type, node, task_execution::Phase as TaskPhase, task_node,
-    workflow_execution::Phase as WfPhase,
+    ResourceType, SimpleType, TaskNode, TaskTemplate, TypedInterface, Variable, VariableMap,
+    WorkflowExecutionIdentifier, WorkflowTemplate, binding_data, literal_type, node,
+    task_execution::Phase as TaskPhase, task_node, workflow_execution::Phase as WfPhase,
 };
 use aloft_proto::flyteidl::event::{TaskExecutionEvent, task_execution_event};
 use aloft_scheduler::Config;
@@ -24,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 fn int(v: i64) -> Literal {
     Literal {
         value: Some(core::literal::Value::Scalar(Box::new(core::Scalar {
-            value: Some(core::scalar::Value::Primitive(core::Primitive { value: Some(core::primitive::Value::Integer(v)) })),
+            value: Some(core::scalar::Value::Primitive(core::Primitive {
+                value: Some(core::primitive::Value::Integer(v)),
+            })),
         }))),
         ..Default::default()
     }
@@ -33,7 +35,9 @@ fn int(v: i64) -> Literal {
 fn as_int(l: &Literal) -> i64 {
     match &l.value {
         Some(core::literal::Value::Scalar(s)) => match &s.value {
-            Some(core::scalar::Value::Primitive(core::Primitive { value: Some(core::primitive::Value::Integer(v)) })) => *v,
+            Some(core::scalar::Value::Primitive(core::Primitive {
+                value: Some(core::primitive::Value::Integer(v)),
+            })) => *v,
             _ => panic!("not an int"),
         },
         _ => panic!("not a scalar"),
@@ -45,18 +49,41 @@ fn vars(names: &[&str]) -> VariableMap {
         variables: names
             .iter()
             .map(|n| {
-                (n.to_string(), Variable { r#type: Some(LiteralType { r#type: Some(literal_type::Type::Simple(SimpleType::Integer as i32)), ..Default::default() }), ..Default::default() })
+                (
+                    n.to_string(),
+                    Variable {
+                        r#type: Some(LiteralType {
+                            r#type: Some(literal_type::Type::Simple(SimpleType::Integer as i32)),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                )
             })
             .collect(),
     }
 }
 
 fn id(kind: ResourceType, name: &str) -> Identifier {
-    Identifier { resource_type: kind as i32, project: "p".into(), domain: "development".into(), name: name.into(), version: "v1".into(), org: String::new() }
+    Identifier {
+        resource_type: kind as i32,
+        project: "p".into(),
+        domain: "development".into(),
+        name: name.into(),
+        version: "v1".into(),
+        org: String::new(),
+    }
 }
 
 fn promise(node: &str, var: &str) -> Option<BindingData> {
-    Some(BindingData { value: Some(binding_data::Value::Promise(OutputReference { node_id: node.into(), var: var.into(), attr_path: vec![] })), union: None })
+    Some(BindingData {
+        value: Some(binding_data::Value::Promise(OutputReference {
+            node_id: node.into(),
+            var: var.into(),
+            attr_path: vec![],
+        })),
+        union: None,
+    })
 }
 
 /// `wf(x) -> o0`: a = inc(x), b = inc(x), c = add(a, b) (fan-out, fan-in), flaky node f = inc(c).
@@ -73,7 +100,10 @@ fn closure() -> core::CompiledWorkflowClosure {
         id: nid.into(),
         metadata: Some(NodeMetadata { name: t.into(), ..Default::default() }),
         inputs,
-        target: Some(node::Target::TaskNode(TaskNode { reference: Some(task_node::Reference::ReferenceId(id(ResourceType::Task, t))), overrides: None })),
+        target: Some(node::Target::TaskNode(TaskNode {
+            reference: Some(task_node::Reference::ReferenceId(id(ResourceType::Task, t))),
+            overrides: None,
+        })),
         ..Default::default()
     };
     let spec = WorkflowSpec {
@@ -83,7 +113,14 @@ fn closure() -> core::CompiledWorkflowClosure {
             nodes: vec![
                 node("a", "inc", vec![Binding { var: "x".into(), binding: promise("", "x") }]),
                 node("b", "inc", vec![Binding { var: "x".into(), binding: promise("", "x") }]),
-                node("c", "add", vec![Binding { var: "x".into(), binding: promise("a", "o0") }, Binding { var: "y".into(), binding: promise("b", "o0") }]),
+                node(
+                    "c",
+                    "add",
+                    vec![
+                        Binding { var: "x".into(), binding: promise("a", "o0") },
+                        Binding { var: "y".into(), binding: promise("b", "o0") },
+                    ],
+                ),
                 node("f", "flaky", vec![Binding { var: "x".into(), binding: promise("c", "o0") }]),
             ],
             outputs: vec![Binding { var: "o0".into(), binding: promise("f", "o0") }],
@@ -114,7 +151,13 @@ async fn env() -> Result<Env> {
     let ns = aloft_testkit::unique_name("sched");
     let dir = tempfile::tempdir()?;
     let config = Config {
-        bus: BusConfig { url: aloft_testkit::deps().nats_url.clone(), stream_prefix: ns.to_uppercase(), subject_prefix: ns, ack_wait: Duration::from_secs(5), ..Default::default() },
+        bus: BusConfig {
+            url: aloft_testkit::deps().nats_url.clone(),
+            stream_prefix: ns.to_uppercase(),
+            subject_prefix: ns,
+            ack_wait: Duration::from_secs(5),
+            ..Default::default()
+        },
         health: HealthConfig { listen: "127.0.0.1:0".into() },
         storage: aloft_blob::BlobConfig::local(dir.path().display().to_string()),
         ..Default::default()
@@ -126,10 +169,20 @@ async fn env() -> Result<Env> {
 }
 
 async fn submit(env: &Env, name: &str, x: i64) -> Result<WorkflowExecutionIdentifier> {
-    let exec = WorkflowExecutionIdentifier { project: "p".into(), domain: "development".into(), name: name.into(), org: String::new() };
+    let exec = WorkflowExecutionIdentifier {
+        project: "p".into(),
+        domain: "development".into(),
+        name: name.into(),
+        org: String::new(),
+    };
     let prefix = env.blob.join(env.blob.root(), &format!("metadata/p/development/{name}"));
     env.blob.put(&format!("{prefix}/closure.pb"), closure().encode_to_vec()).await?;
-    env.blob.put(&format!("{prefix}/inputs.pb"), LiteralMap { literals: [("x".to_string(), int(x))].into() }.encode_to_vec()).await?;
+    env.blob
+        .put(
+            &format!("{prefix}/inputs.pb"),
+            LiteralMap { literals: [("x".to_string(), int(x))].into() }.encode_to_vec(),
+        )
+        .await?;
     let cmd = ExecuteCommand {
         execution_id: Some(exec.clone()),
         workflow_id: Some(id(ResourceType::Workflow, "wf")),
@@ -140,7 +193,14 @@ async fn submit(env: &Env, name: &str, x: i64) -> Result<WorkflowExecutionIdenti
         raw_output_prefix: env.blob.join(env.blob.root(), &format!("raw/p/development/{name}")),
         spec: Some(ExecutionSpec { max_parallelism: 1, ..Default::default() }),
     };
-    env.bus.publish(&Envelope { id: format!("exec/p/development/{name}"), source: "test".into(), body: Some(Body::Execute(cmd)), ..Default::default() }).await?;
+    env.bus
+        .publish(&Envelope {
+            id: format!("exec/p/development/{name}"),
+            source: "test".into(),
+            body: Some(Body::Execute(cmd)),
+            ..Default::default()
+        })
+        .await?;
     Ok(exec)
 }
 
@@ -176,14 +236,18 @@ async fn stand_in_executor(env: &Env, stop: CancellationToken) -> Result<tokio::
                     }));
                 } else {
                     let out = format!("{}/outputs.pb", run.output_prefix);
-                    blob.put(&out, LiteralMap { literals: [("o0".to_string(), int(sum + 1))].into() }.encode_to_vec()).await?;
+                    blob.put(&out, LiteralMap { literals: [("o0".to_string(), int(sum + 1))].into() }.encode_to_vec())
+                        .await?;
                     ev.phase = TaskPhase::Succeeded as i32;
                     ev.output_result = Some(task_execution_event::OutputResult::OutputUri(out));
                 }
                 let n = tid.node_execution_id.unwrap();
                 let e = n.execution_id.unwrap();
                 bus.publish(&Envelope {
-                    id: format!("task/{}/{}/{}/{}/{}/{}", e.project, e.domain, e.name, n.node_id, tid.retry_attempt, ev.phase),
+                    id: format!(
+                        "task/{}/{}/{}/{}/{}/{}",
+                        e.project, e.domain, e.name, n.node_id, tid.retry_attempt, ev.phase
+                    ),
                     source: "test".into(),
                     body: Some(Body::TaskEvent(ev)),
                     ..Default::default()
@@ -226,9 +290,13 @@ async fn fan_out_fan_in_with_a_retry() -> Result<()> {
     let phase = wait_for_end(&env, &exec, "watch1").await?;
     assert_eq!(phase, WfPhase::Succeeded as i32);
     // a = b = 2, c = 2 + 2 + 1 = 5, f = 6 (after one failed attempt)
-    let outputs = LiteralMap::decode(env.blob.get(&env.blob.join(env.blob.root(), "metadata/p/development/run1/outputs.pb")).await?.as_ref())?;
+    let outputs = LiteralMap::decode(
+        env.blob.get(&env.blob.join(env.blob.root(), "metadata/p/development/run1/outputs.pb")).await?.as_ref(),
+    )?;
     assert_eq!(as_int(&outputs.literals["o0"]), 6);
-    let c_inputs = LiteralMap::decode(env.blob.get(&env.blob.join(env.blob.root(), "metadata/p/development/run1/c/data/inputs.pb")).await?.as_ref())?;
+    let c_inputs = LiteralMap::decode(
+        env.blob.get(&env.blob.join(env.blob.root(), "metadata/p/development/run1/c/data/inputs.pb")).await?.as_ref(),
+    )?;
     assert_eq!((as_int(&c_inputs.literals["x"]), as_int(&c_inputs.literals["y"])), (2, 2));
     exec_stop.cancel();
     assert_eq!(executor.await??, 5, "four nodes, one retried");
@@ -253,7 +321,9 @@ async fn a_new_replica_finishes_what_a_stopped_one_started() -> Result<()> {
     let exec_stop = CancellationToken::new();
     let executor = stand_in_executor(&env, exec_stop.clone()).await?;
     assert_eq!(wait_for_end(&env, &exec, "watch2").await?, WfPhase::Succeeded as i32);
-    let outputs = LiteralMap::decode(env.blob.get(&env.blob.join(env.blob.root(), "metadata/p/development/run2/outputs.pb")).await?.as_ref())?;
+    let outputs = LiteralMap::decode(
+        env.blob.get(&env.blob.join(env.blob.root(), "metadata/p/development/run2/outputs.pb")).await?.as_ref(),
+    )?;
     assert_eq!(as_int(&outputs.literals["o0"]), 24);
     exec_stop.cancel();
     assert_eq!(executor.await??, 5, "no attempt ran twice");

@@ -64,7 +64,10 @@ impl Stack {
     }
 
     fn spawn(&self, binary: &str, config: &Path) -> Result<Child> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(format!("{binary}.log")))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{binary}.log")))?;
         Command::new(bin_dir().join(binary))
             .arg("--config")
             .arg(config)
@@ -98,7 +101,10 @@ impl Stack {
     fn executor(&self) -> Result<Child> {
         let cfg = self.write_config(
             "executor",
-            &format!("slots = 4\nscratch_dir = \"{}\"\n[health]\nlisten = \"127.0.0.1:0\"\n", self.dir.path().join("scratch").display()),
+            &format!(
+                "slots = 4\nscratch_dir = \"{}\"\n[health]\nlisten = \"127.0.0.1:0\"\n",
+                self.dir.path().join("scratch").display()
+            ),
         )?;
         self.spawn("aloft-executor", &cfg)
     }
@@ -109,27 +115,42 @@ fn int_type() -> LiteralType {
 }
 
 fn vars(names: &[&str]) -> VariableMap {
-    VariableMap { variables: names.iter().map(|n| (n.to_string(), Variable { r#type: Some(int_type()), ..Default::default() })).collect() }
+    VariableMap {
+        variables: names
+            .iter()
+            .map(|n| (n.to_string(), Variable { r#type: Some(int_type()), ..Default::default() }))
+            .collect(),
+    }
 }
 
 fn int(v: i64) -> Literal {
     Literal {
         value: Some(core::literal::Value::Scalar(Box::new(core::Scalar {
-            value: Some(core::scalar::Value::Primitive(core::Primitive { value: Some(core::primitive::Value::Integer(v)) })),
+            value: Some(core::scalar::Value::Primitive(core::Primitive {
+                value: Some(core::primitive::Value::Integer(v)),
+            })),
         }))),
         ..Default::default()
     }
 }
 
 fn id(kind: ResourceType, name: &str) -> Identifier {
-    Identifier { resource_type: kind as i32, project: PROJECT.into(), domain: DOMAIN.into(), name: name.into(), version: "v1".into(), org: String::new() }
+    Identifier {
+        resource_type: kind as i32,
+        project: PROJECT.into(),
+        domain: DOMAIN.into(),
+        name: name.into(),
+        version: "v1".into(),
+        org: String::new(),
+    }
 }
 
 async fn register(client: &mut AdminServiceClient<Channel>, dir: &Path) -> Result<Identifier> {
     let outputs = dir.join("outputs.pb");
     std::fs::write(&outputs, LiteralMap { literals: [("o0".to_string(), int(42))].into() }.encode_to_vec())?;
     let ledger = dir.join("ledger.txt");
-    let script = format!("sleep 1 && cp {} \"$1/outputs.pb\" && echo \"$1\" >> {}", outputs.display(), ledger.display());
+    let script =
+        format!("sleep 1 && cp {} \"$1/outputs.pb\" && echo \"$1\" >> {}", outputs.display(), ledger.display());
     let task = TaskTemplate {
         id: Some(id(ResourceType::Task, "step")),
         r#type: "shell".into(),
@@ -142,13 +163,30 @@ async fn register(client: &mut AdminServiceClient<Channel>, dir: &Path) -> Resul
         })),
         ..Default::default()
     };
-    client.create_task(admin::TaskCreateRequest { id: task.id.clone(), spec: Some(admin::TaskSpec { template: Some(task), description: None }) }).await?;
-    let promise = |n: &str, v: &str| Some(BindingData { value: Some(binding_data::Value::Promise(OutputReference { node_id: n.into(), var: v.into(), attr_path: vec![] })), union: None });
+    client
+        .create_task(admin::TaskCreateRequest {
+            id: task.id.clone(),
+            spec: Some(admin::TaskSpec { template: Some(task), description: None }),
+        })
+        .await?;
+    let promise = |n: &str, v: &str| {
+        Some(BindingData {
+            value: Some(binding_data::Value::Promise(OutputReference {
+                node_id: n.into(),
+                var: v.into(),
+                attr_path: vec![],
+            })),
+            union: None,
+        })
+    };
     let step = |nid: &str, from: (&str, &str)| Node {
         id: nid.into(),
         metadata: Some(NodeMetadata { name: "step".into(), ..Default::default() }),
         inputs: vec![Binding { var: "x".into(), binding: promise(from.0, from.1) }],
-        target: Some(node::Target::TaskNode(TaskNode { reference: Some(task_node::Reference::ReferenceId(id(ResourceType::Task, "step"))), overrides: None })),
+        target: Some(node::Target::TaskNode(TaskNode {
+            reference: Some(task_node::Reference::ReferenceId(id(ResourceType::Task, "step"))),
+            overrides: None,
+        })),
         ..Default::default()
     };
     let wf = id(ResourceType::Workflow, "chain");
@@ -169,11 +207,21 @@ async fn register(client: &mut AdminServiceClient<Channel>, dir: &Path) -> Resul
         .await?;
     let lp = id(ResourceType::LaunchPlan, "chain");
     let mut params = core::ParameterMap::default();
-    params.parameters.insert("x".into(), core::Parameter { var: Some(Variable { r#type: Some(int_type()), ..Default::default() }), behavior: Some(core::parameter::Behavior::Default(int(1))) });
+    params.parameters.insert(
+        "x".into(),
+        core::Parameter {
+            var: Some(Variable { r#type: Some(int_type()), ..Default::default() }),
+            behavior: Some(core::parameter::Behavior::Default(int(1))),
+        },
+    );
     client
         .create_launch_plan(admin::LaunchPlanCreateRequest {
             id: Some(lp.clone()),
-            spec: Some(admin::LaunchPlanSpec { workflow_id: Some(wf), default_inputs: Some(params), ..Default::default() }),
+            spec: Some(admin::LaunchPlanSpec {
+                workflow_id: Some(wf),
+                default_inputs: Some(params),
+                ..Default::default()
+            }),
         })
         .await?;
     Ok(lp)
@@ -195,7 +243,12 @@ async fn phases(client: &mut AdminServiceClient<Channel>, names: &[String]) -> R
     for n in names {
         let ex = client
             .get_execution(admin::WorkflowExecutionGetRequest {
-                id: Some(core::WorkflowExecutionIdentifier { project: PROJECT.into(), domain: DOMAIN.into(), name: n.clone(), org: String::new() }),
+                id: Some(core::WorkflowExecutionIdentifier {
+                    project: PROJECT.into(),
+                    domain: DOMAIN.into(),
+                    name: n.clone(),
+                    org: String::new(),
+                }),
             })
             .await?
             .into_inner();
@@ -218,7 +271,14 @@ async fn executions_survive_sigkill_of_scheduler_and_executor() -> Result<()> {
         let name = format!("run{i:02}");
         let spec = admin::ExecutionSpec { launch_plan: Some(lp.clone()), ..Default::default() };
         client
-            .create_execution(ExecutionCreateRequest { project: PROJECT.into(), domain: DOMAIN.into(), name: name.clone(), spec: Some(spec), inputs: None, org: String::new() })
+            .create_execution(ExecutionCreateRequest {
+                project: PROJECT.into(),
+                domain: DOMAIN.into(),
+                name: name.clone(),
+                spec: Some(spec),
+                inputs: None,
+                org: String::new(),
+            })
             .await?;
         names.push(name);
     }
@@ -245,7 +305,10 @@ async fn executions_survive_sigkill_of_scheduler_and_executor() -> Result<()> {
         if p.values().all(|ph| *ph == Phase::Succeeded as i32) {
             break;
         }
-        if let Some((n, ph)) = p.iter().find(|(_, ph)| matches!(Phase::try_from(**ph), Ok(Phase::Failed | Phase::Aborted | Phase::TimedOut))) {
+        if let Some((n, ph)) = p
+            .iter()
+            .find(|(_, ph)| matches!(Phase::try_from(**ph), Ok(Phase::Failed | Phase::Aborted | Phase::TimedOut)))
+        {
             bail!("{n} ended {ph:?}; logs in {}", stack.dir.path().display());
         }
         if tokio::time::Instant::now() > deadline {
@@ -258,7 +321,12 @@ async fn executions_survive_sigkill_of_scheduler_and_executor() -> Result<()> {
     for n in &names {
         let data = client
             .get_execution_data(admin::WorkflowExecutionGetDataRequest {
-                id: Some(core::WorkflowExecutionIdentifier { project: PROJECT.into(), domain: DOMAIN.into(), name: n.clone(), org: String::new() }),
+                id: Some(core::WorkflowExecutionIdentifier {
+                    project: PROJECT.into(),
+                    domain: DOMAIN.into(),
+                    name: n.clone(),
+                    org: String::new(),
+                }),
             })
             .await?
             .into_inner();

@@ -176,7 +176,14 @@ impl Store {
     }
 
     /// One entity version.
-    pub async fn get_entity(&self, rt: i32, project: &str, domain: &str, name: &str, version: &str) -> Result<Option<EntityRow>> {
+    pub async fn get_entity(
+        &self,
+        rt: i32,
+        project: &str,
+        domain: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<EntityRow>> {
         let sql = format!(
             "SELECT {ENTITY_FIELDS} FROM entities \
              WHERE resource_type = $1 AND project = $2 AND domain = $3 AND name = $4 AND version = $5"
@@ -202,7 +209,8 @@ impl Store {
         q: &ListQuery<'_>,
     ) -> Result<Vec<EntityRow>> {
         let mut binds = vec![Value::Int(rt as i64), Value::Text(project.into()), Value::Text(domain.into())];
-        let mut sql = format!("SELECT {ENTITY_FIELDS} FROM entities WHERE resource_type = $1 AND project = $2 AND domain = $3");
+        let mut sql =
+            format!("SELECT {ENTITY_FIELDS} FROM entities WHERE resource_type = $1 AND project = $2 AND domain = $3");
         if let Some(n) = name {
             binds.push(Value::Text(n.into()));
             sql.push_str(" AND name = $4");
@@ -216,7 +224,13 @@ impl Store {
     }
 
     /// A page of distinct entity names in a project/domain.
-    pub async fn list_names(&self, rt: i32, project: &str, domain: &str, q: &ListQuery<'_>) -> Result<Vec<(String, i64)>> {
+    pub async fn list_names(
+        &self,
+        rt: i32,
+        project: &str,
+        domain: &str,
+        q: &ListQuery<'_>,
+    ) -> Result<Vec<(String, i64)>> {
         let binds = vec![Value::Int(rt as i64), Value::Text(project.into()), Value::Text(domain.into())];
         let (cond, vals) = filters::to_sql(q.filters, ENTITY_COLUMNS, binds.len() + 1)?;
         let mut all = binds;
@@ -235,7 +249,15 @@ impl Store {
 
     /// Makes one launch plan version ACTIVE and every other version of its name INACTIVE, or makes
     /// it INACTIVE, in one transaction. Returns false when the version does not exist.
-    pub async fn set_launch_plan_state(&self, project: &str, domain: &str, name: &str, version: &str, active: bool, now: i64) -> Result<bool> {
+    pub async fn set_launch_plan_state(
+        &self,
+        project: &str,
+        domain: &str,
+        name: &str,
+        version: &str,
+        active: bool,
+        now: i64,
+    ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         if active {
             sqlx::query(
@@ -281,7 +303,12 @@ impl Store {
     }
 
     /// A page of active launch plans of a project/domain.
-    pub async fn list_active_launch_plans(&self, project: &str, domain: &str, q: &ListQuery<'_>) -> Result<Vec<EntityRow>> {
+    pub async fn list_active_launch_plans(
+        &self,
+        project: &str,
+        domain: &str,
+        q: &ListQuery<'_>,
+    ) -> Result<Vec<EntityRow>> {
         let sql = format!(
             "SELECT {ENTITY_FIELDS} FROM entities WHERE resource_type = 3 AND project = $1 AND domain = $2 \
              AND state = 1 ORDER BY {}, name ASC LIMIT {} OFFSET {}",
@@ -468,8 +495,7 @@ pub const TASK_COLUMNS: &[Column] = &[
     Column { field: "updated_at", column: "updated_at", integer: true },
 ];
 
-const EXECUTION_FIELDS: &str =
-    "project, domain, name, launch_plan, workflow, phase, mode, spec, closure, inputs_uri, created_at, updated_at, version";
+const EXECUTION_FIELDS: &str = "project, domain, name, launch_plan, workflow, phase, mode, spec, closure, inputs_uri, created_at, updated_at, version";
 
 /// A stored node execution.
 #[derive(Debug, Clone)]
@@ -584,7 +610,13 @@ impl Store {
     }
 
     /// One node execution.
-    pub async fn get_node(&self, project: &str, domain: &str, execution: &str, node_id: &str) -> Result<Option<NodeRow>> {
+    pub async fn get_node(
+        &self,
+        project: &str,
+        domain: &str,
+        execution: &str,
+        node_id: &str,
+    ) -> Result<Option<NodeRow>> {
         let row = sqlx::query(
             "SELECT node_id, parent_id, phase, input_uri, closure, metadata, occurred_at, created_at, version \
              FROM node_executions WHERE project = $1 AND domain = $2 AND execution = $3 AND node_id = $4",
@@ -644,7 +676,14 @@ impl Store {
     }
 
     /// A page of node executions under `parent_id` ('' = top level).
-    pub async fn list_nodes(&self, project: &str, domain: &str, execution: &str, parent_id: &str, q: &ListQuery<'_>) -> Result<Vec<NodeRow>> {
+    pub async fn list_nodes(
+        &self,
+        project: &str,
+        domain: &str,
+        execution: &str,
+        parent_id: &str,
+        q: &ListQuery<'_>,
+    ) -> Result<Vec<NodeRow>> {
         let (cond, vals) = filters::to_sql(q.filters, NODE_COLUMNS, 5)?;
         let sql = format!(
             "SELECT node_id, parent_id, phase, input_uri, closure, metadata, occurred_at, created_at, version \
@@ -664,7 +703,14 @@ impl Store {
     }
 
     /// One task attempt.
-    pub async fn get_task_execution(&self, project: &str, domain: &str, execution: &str, node_id: &str, attempt: i32) -> Result<Option<TaskRow>> {
+    pub async fn get_task_execution(
+        &self,
+        project: &str,
+        domain: &str,
+        execution: &str,
+        node_id: &str,
+        attempt: i32,
+    ) -> Result<Option<TaskRow>> {
         let row = sqlx::query(
             "SELECT node_id, retry_attempt, task_id, phase, phase_version, input_uri, closure, occurred_at, created_at, version \
              FROM task_executions WHERE project = $1 AND domain = $2 AND execution = $3 AND node_id = $4 AND retry_attempt = $5",
@@ -680,7 +726,14 @@ impl Store {
     }
 
     /// Inserts (`version` < 0) or updates a task attempt with the same concurrency rule as nodes.
-    pub async fn put_task_execution(&self, project: &str, domain: &str, execution: &str, t: &TaskRow, now: i64) -> Result<bool> {
+    pub async fn put_task_execution(
+        &self,
+        project: &str,
+        domain: &str,
+        execution: &str,
+        t: &TaskRow,
+        now: i64,
+    ) -> Result<bool> {
         let done = if t.version < 0 {
             sqlx::query(
                 "INSERT INTO task_executions (project, domain, execution, node_id, retry_attempt, task_id, phase, phase_version, \
@@ -755,7 +808,14 @@ impl Store {
     }
 
     /// A page of the attempts of one node.
-    pub async fn list_task_executions(&self, project: &str, domain: &str, execution: &str, node_id: &str, q: &ListQuery<'_>) -> Result<Vec<TaskRow>> {
+    pub async fn list_task_executions(
+        &self,
+        project: &str,
+        domain: &str,
+        execution: &str,
+        node_id: &str,
+        q: &ListQuery<'_>,
+    ) -> Result<Vec<TaskRow>> {
         let (cond, vals) = filters::to_sql(q.filters, TASK_COLUMNS, 5)?;
         let sql = format!(
             "SELECT node_id, retry_attempt, task_id, phase, phase_version, input_uri, closure, occurred_at, created_at, version \

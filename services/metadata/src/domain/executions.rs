@@ -262,7 +262,9 @@ pub fn apply_node_event(existing: Option<&NodeRecord>, ev: &NodeExecutionEvent) 
     }
     let at = ev.occurred_at;
     let running = matches!(NodePhase::try_from(ev.phase), Ok(NodePhase::Running | NodePhase::DynamicRunning));
-    let newer = fresh || node_rank(ev.phase) > node_rank(c.phase) || (ev.phase != c.phase && node_rank(ev.phase) == node_rank(c.phase));
+    let newer = fresh
+        || node_rank(ev.phase) > node_rank(c.phase)
+        || (ev.phase != c.phase && node_rank(ev.phase) == node_rank(c.phase));
     let mut changed = fresh;
     if r.input_uri.is_empty()
         && let Some(node_execution_event::InputValue::InputUri(u)) = &ev.input_value
@@ -280,7 +282,12 @@ pub fn apply_node_event(existing: Option<&NodeRecord>, ev: &NodeExecutionEvent) 
         m.spec_node_id = ev.spec_node_id.clone();
         changed = true;
     }
-    for (flag, value) in [(&mut m.is_parent_node, ev.is_parent), (&mut m.is_dynamic, ev.is_dynamic), (&mut m.is_array, ev.is_array), (&mut m.is_eager, ev.is_eager)] {
+    for (flag, value) in [
+        (&mut m.is_parent_node, ev.is_parent),
+        (&mut m.is_dynamic, ev.is_dynamic),
+        (&mut m.is_array, ev.is_array),
+        (&mut m.is_eager, ev.is_eager),
+    ] {
         if value && !*flag {
             *flag = true;
             changed = true;
@@ -303,8 +310,12 @@ pub fn apply_node_event(existing: Option<&NodeRecord>, ev: &NodeExecutionEvent) 
     }
     #[allow(deprecated)] // output_uri is deprecated in the admin closure but flytekit and consoles read it
     match &ev.output_result {
-        Some(node_execution_event::OutputResult::OutputUri(u)) => c.output_result = Some(node_execution_closure::OutputResult::OutputUri(u.clone())),
-        Some(node_execution_event::OutputResult::Error(e)) => c.output_result = Some(node_execution_closure::OutputResult::Error(e.clone())),
+        Some(node_execution_event::OutputResult::OutputUri(u)) => {
+            c.output_result = Some(node_execution_closure::OutputResult::OutputUri(u.clone()))
+        }
+        Some(node_execution_event::OutputResult::Error(e)) => {
+            c.output_result = Some(node_execution_closure::OutputResult::Error(e.clone()))
+        }
         Some(node_execution_event::OutputResult::OutputData(_)) | None => {}
     }
     match &ev.target_metadata {
@@ -317,7 +328,8 @@ pub fn apply_node_event(existing: Option<&NodeRecord>, ev: &NodeExecutionEvent) 
                 },
             ));
             if t.dynamic_workflow.is_some() {
-                c.dynamic_job_spec_uri = t.dynamic_workflow.as_ref().map(|d| d.dynamic_job_spec_uri.clone()).unwrap_or_default();
+                c.dynamic_job_spec_uri =
+                    t.dynamic_workflow.as_ref().map(|d| d.dynamic_job_spec_uri.clone()).unwrap_or_default();
             }
         }
         Some(node_execution_event::TargetMetadata::WorkflowNodeMetadata(w)) => {
@@ -392,7 +404,10 @@ pub fn apply_task_event(existing: Option<&TaskRecord>, ev: &TaskExecutionEvent) 
         c.updated_at = at;
     }
     for reason in &ev.reasons {
-        c.reasons.push(aloft_proto::flyteidl::admin::Reason { occurred_at: reason.occurred_at, message: reason.reason.clone() });
+        c.reasons.push(aloft_proto::flyteidl::admin::Reason {
+            occurred_at: reason.occurred_at,
+            message: reason.reason.clone(),
+        });
     }
     if !ev.task_type.is_empty() {
         c.task_type = ev.task_type.clone();
@@ -406,8 +421,12 @@ pub fn apply_task_event(existing: Option<&TaskRecord>, ev: &TaskExecutionEvent) 
     c.event_version = ev.event_version;
     #[allow(deprecated)] // see apply_node_event
     match &ev.output_result {
-        Some(task_execution_event::OutputResult::OutputUri(u)) => c.output_result = Some(task_execution_closure::OutputResult::OutputUri(u.clone())),
-        Some(task_execution_event::OutputResult::Error(e)) => c.output_result = Some(task_execution_closure::OutputResult::Error(e.clone())),
+        Some(task_execution_event::OutputResult::OutputUri(u)) => {
+            c.output_result = Some(task_execution_closure::OutputResult::OutputUri(u.clone()))
+        }
+        Some(task_execution_event::OutputResult::Error(e)) => {
+            c.output_result = Some(task_execution_closure::OutputResult::Error(e.clone()))
+        }
         Some(task_execution_event::OutputResult::OutputData(_)) | None => {}
     }
     if task_terminal(ev.phase) {
@@ -430,19 +449,29 @@ mod tests {
 
     fn lit(v: i64) -> Literal {
         Literal {
-            value: Some(aloft_proto::flyteidl::core::literal::Value::Scalar(Box::new(aloft_proto::flyteidl::core::Scalar {
-                value: Some(aloft_proto::flyteidl::core::scalar::Value::Primitive(aloft_proto::flyteidl::core::Primitive {
-                    value: Some(aloft_proto::flyteidl::core::primitive::Value::Integer(v)),
-                })),
-            }))),
+            value: Some(aloft_proto::flyteidl::core::literal::Value::Scalar(Box::new(
+                aloft_proto::flyteidl::core::Scalar {
+                    value: Some(aloft_proto::flyteidl::core::scalar::Value::Primitive(
+                        aloft_proto::flyteidl::core::Primitive {
+                            value: Some(aloft_proto::flyteidl::core::primitive::Value::Integer(v)),
+                        },
+                    )),
+                },
+            ))),
             ..Default::default()
         }
     }
 
     fn params() -> ParameterMap {
         let mut p = ParameterMap::default();
-        p.parameters.insert("a".into(), Parameter { var: Some(Variable::default()), behavior: Some(parameter::Behavior::Default(lit(1))) });
-        p.parameters.insert("b".into(), Parameter { var: Some(Variable::default()), behavior: Some(parameter::Behavior::Required(true)) });
+        p.parameters.insert(
+            "a".into(),
+            Parameter { var: Some(Variable::default()), behavior: Some(parameter::Behavior::Default(lit(1))) },
+        );
+        p.parameters.insert(
+            "b".into(),
+            Parameter { var: Some(Variable::default()), behavior: Some(parameter::Behavior::Required(true)) },
+        );
         p
     }
 
@@ -470,9 +499,11 @@ mod tests {
         let err = merge_inputs("lp", &params(), &LiteralMap::default(), &unknown).unwrap_err();
         assert_eq!(err.to_string(), "input `zz` is not an input of launch plan lp (inputs: a, b)");
         let fixed = LiteralMap { literals: [("c".to_string(), lit(9))].into() };
-        let m = merge_inputs("lp", &params(), &fixed, &LiteralMap { literals: [("b".to_string(), lit(2))].into() }).unwrap();
+        let m = merge_inputs("lp", &params(), &fixed, &LiteralMap { literals: [("b".to_string(), lit(2))].into() })
+            .unwrap();
         assert_eq!(m.literals["c"], lit(9));
-        let err = merge_inputs("lp", &params(), &fixed, &LiteralMap { literals: [("c".to_string(), lit(2))].into() }).unwrap_err();
+        let err = merge_inputs("lp", &params(), &fixed, &LiteralMap { literals: [("c".to_string(), lit(2))].into() })
+            .unwrap_err();
         assert_eq!(err.to_string(), "input `c` is fixed by launch plan lp and cannot be set");
     }
 

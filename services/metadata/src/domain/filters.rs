@@ -139,7 +139,10 @@ pub fn to_sql(filters: &[Filter], columns: &[Column], first: usize) -> Result<(S
         })?;
         let mut bind = |v: &str| -> Result<String> {
             let value = if col.integer {
-                Value::Int(v.parse().map_err(|_| Error::invalid(format!("filter on `{}`: `{v}` is not an integer", f.field)))?)
+                Value::Int(
+                    v.parse()
+                        .map_err(|_| Error::invalid(format!("filter on `{}`: `{v}` is not an integer", f.field)))?,
+                )
             } else {
                 Value::Text(v.to_string())
             };
@@ -185,9 +188,10 @@ pub fn order_by(sort: Option<&Sort>, columns: &[Column], default: &str) -> Resul
     let Some(sort) = sort.filter(|s| !s.key.is_empty()) else {
         return Ok(default.to_string());
     };
-    let col = columns.iter().find(|c| c.field == sort.key).ok_or_else(|| {
-        Error::invalid(format!("cannot sort by `{}`", sort.key))
-    })?;
+    let col = columns
+        .iter()
+        .find(|c| c.field == sort.key)
+        .ok_or_else(|| Error::invalid(format!("cannot sort by `{}`", sort.key)))?;
     let dir = if sort.direction == Direction::Ascending as i32 { "ASC" } else { "DESC" };
     Ok(format!("{} {dir}", col.column))
 }
@@ -221,7 +225,10 @@ mod tests {
     #[test]
     fn parses_what_flytekit_sends() {
         let f = parse("eq(version,4zckwafHx09YceglhTGDIw)").unwrap();
-        assert_eq!(f, vec![Filter { op: Op::Eq, field: "version".into(), values: vec!["4zckwafHx09YceglhTGDIw".into()] }]);
+        assert_eq!(
+            f,
+            vec![Filter { op: Op::Eq, field: "version".into(), values: vec!["4zckwafHx09YceglhTGDIw".into()] }]
+        );
         let f = parse("eq(launch_plan.state,1)+value_in(name,a;b)").unwrap();
         assert_eq!(f[0].field, "state");
         assert_eq!(f[1].values, vec!["a", "b"]);

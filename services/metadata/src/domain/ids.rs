@@ -37,14 +37,18 @@ pub fn validate(id: Option<&Identifier>, kind: ResourceType, what: &str) -> Resu
             kind.as_str_name()
         )));
     }
-    for (field, value) in [("project", &id.project), ("domain", &id.domain), ("name", &id.name), ("version", &id.version)] {
+    for (field, value) in
+        [("project", &id.project), ("domain", &id.domain), ("name", &id.name), ("version", &id.version)]
+    {
         if value.is_empty() {
             return Err(Error::invalid(format!("{what}: id.{field} is empty")));
         }
     }
     for (field, value) in [("project", &id.project), ("domain", &id.domain)] {
         if !is_valid_token(value) {
-            return Err(Error::invalid(format!("{what}: id.{field} `{value}` may only contain letters, digits, - and _")));
+            return Err(Error::invalid(format!(
+                "{what}: id.{field} `{value}` may only contain letters, digits, - and _"
+            )));
         }
     }
     if id.name.len() > 255 || id.version.len() > 255 {
@@ -54,7 +58,11 @@ pub fn validate(id: Option<&Identifier>, kind: ResourceType, what: &str) -> Resu
 }
 
 /// Checks a `{project, domain, name?}` scope of a list or lookup request.
-pub fn validate_named(id: Option<&NamedEntityIdentifier>, need_name: bool, what: &str) -> Result<NamedEntityIdentifier> {
+pub fn validate_named(
+    id: Option<&NamedEntityIdentifier>,
+    need_name: bool,
+    what: &str,
+) -> Result<NamedEntityIdentifier> {
     let id = id.ok_or_else(|| Error::invalid(format!("{what}: missing id")))?;
     if id.project.is_empty() {
         return Err(Error::invalid(format!("{what}: id.project is empty")));

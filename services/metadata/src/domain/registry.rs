@@ -33,7 +33,10 @@ pub fn conflict(kind: &str, id: &Identifier, parts: Vec<&'static str>) -> Error 
 
 /// Checks a task spec against its identifier.
 pub fn validate_task(id: &Identifier, spec: &TaskSpec) -> Result<()> {
-    let t = spec.template.as_ref().ok_or_else(|| Error::invalid(format!("task {}: spec.template is missing", display(id))))?;
+    let t = spec
+        .template
+        .as_ref()
+        .ok_or_else(|| Error::invalid(format!("task {}: spec.template is missing", display(id))))?;
     match &t.id {
         Some(tid) if tid == id => {}
         Some(tid) => {
@@ -76,7 +79,10 @@ pub fn task_differences(a: &TaskSpec, b: &TaskSpec) -> Vec<&'static str> {
 
 /// Checks a workflow spec's identity before compiling it.
 pub fn validate_workflow(id: &Identifier, spec: &WorkflowSpec) -> Result<()> {
-    let t = spec.template.as_ref().ok_or_else(|| Error::invalid(format!("workflow {}: spec.template is missing", display(id))))?;
+    let t = spec
+        .template
+        .as_ref()
+        .ok_or_else(|| Error::invalid(format!("workflow {}: spec.template is missing", display(id))))?;
     match &t.id {
         Some(tid) if tid == id => Ok(()),
         Some(tid) => Err(Error::invalid(format!(
@@ -131,8 +137,10 @@ pub fn normalize_workflow(spec: &mut WorkflowSpec) {
 /// What differs between two workflow specs.
 pub fn workflow_differences(a: &WorkflowSpec, b: &WorkflowSpec) -> Vec<&'static str> {
     let (ta, tb) = (a.template.clone().unwrap_or_default(), b.template.clone().unwrap_or_default());
-    let nodes = |t: &aloft_proto::flyteidl::core::WorkflowTemplate| t.nodes.iter().flat_map(|n| n.encode_to_vec()).collect();
-    let outputs = |t: &aloft_proto::flyteidl::core::WorkflowTemplate| t.outputs.iter().flat_map(|n| n.encode_to_vec()).collect();
+    let nodes =
+        |t: &aloft_proto::flyteidl::core::WorkflowTemplate| t.nodes.iter().flat_map(|n| n.encode_to_vec()).collect();
+    let outputs =
+        |t: &aloft_proto::flyteidl::core::WorkflowTemplate| t.outputs.iter().flat_map(|n| n.encode_to_vec()).collect();
     let subs = |s: &WorkflowSpec| s.sub_workflows.iter().flat_map(|w| w.encode_to_vec()).collect();
     differing(&[
         ("interface", enc(&ta.interface), enc(&tb.interface)),
@@ -171,9 +179,9 @@ pub fn validate_launch_plan(id: &Identifier, spec: &LaunchPlanSpec, wf: &TypedIn
     let defaults = spec.default_inputs.as_ref().map(|p| p.parameters.clone()).unwrap_or_default();
     let fixed = spec.fixed_inputs.as_ref().map(|l| l.literals.clone()).unwrap_or_default();
     for (name, param) in &defaults {
-        let wf_var = wf_inputs
-            .get(name)
-            .ok_or_else(|| Error::invalid(format!("launch plan {lp}: default input `{name}` is not an input of the workflow")))?;
+        let wf_var = wf_inputs.get(name).ok_or_else(|| {
+            Error::invalid(format!("launch plan {lp}: default input `{name}` is not an input of the workflow"))
+        })?;
         if let (Some(pt), Some(wt)) = (param.var.as_ref().and_then(|v| v.r#type.as_ref()), wf_var.r#type.as_ref())
             && !aloft_compiler::types_castable(pt, wt)
         {
@@ -188,10 +196,14 @@ pub fn validate_launch_plan(id: &Identifier, spec: &LaunchPlanSpec, wf: &TypedIn
     }
     for name in fixed.keys() {
         if !wf_inputs.contains_key(name) {
-            return Err(Error::invalid(format!("launch plan {lp}: fixed input `{name}` is not an input of the workflow")));
+            return Err(Error::invalid(format!(
+                "launch plan {lp}: fixed input `{name}` is not an input of the workflow"
+            )));
         }
         if defaults.contains_key(name) {
-            return Err(Error::invalid(format!("launch plan {lp}: input `{name}` is both a default and a fixed input")));
+            return Err(Error::invalid(format!(
+                "launch plan {lp}: input `{name}` is both a default and a fixed input"
+            )));
         }
     }
     if let Some(meta) = &spec.entity_metadata {

@@ -18,7 +18,11 @@ pub struct UploadTarget {
 /// FlyteAdmin's rules: project and domain are required; so is `content_md5` or `filename_root`;
 /// the directory is `filename_root` or base32(md5); the file name is kept exactly (the task
 /// runtime checks that a code bundle ends in `.tar.gz`), or random when not given.
-pub fn upload_target(req: &CreateUploadLocationRequest, upload_prefix: &str, random_name: &str) -> Result<UploadTarget> {
+pub fn upload_target(
+    req: &CreateUploadLocationRequest,
+    upload_prefix: &str,
+    random_name: &str,
+) -> Result<UploadTarget> {
     if req.project.is_empty() {
         return Err(Error::invalid("CreateUploadLocation: project is required"));
     }
@@ -27,7 +31,9 @@ pub fn upload_target(req: &CreateUploadLocationRequest, upload_prefix: &str, ran
     }
     for (field, v) in [("project", &req.project), ("domain", &req.domain)] {
         if !super::ids::is_valid_token(v) {
-            return Err(Error::invalid(format!("CreateUploadLocation: {field} `{v}` may only contain letters, digits, - and _")));
+            return Err(Error::invalid(format!(
+                "CreateUploadLocation: {field} `{v}` may only contain letters, digits, - and _"
+            )));
         }
     }
     let md5: Option<[u8; 16]> = match req.content_md5.len() {
@@ -93,7 +99,10 @@ mod tests {
     #[test]
     fn code_bundle_keeps_its_name_under_base32_md5() {
         let t = upload_target(&req(), "uploads", "rnd").unwrap();
-        assert_eq!(t.key, format!("uploads/flytesnacks/development/{}/fastabc.tar.gz", data_encoding::BASE32.encode(&[7; 16])));
+        assert_eq!(
+            t.key,
+            format!("uploads/flytesnacks/development/{}/fastabc.tar.gz", data_encoding::BASE32.encode(&[7; 16]))
+        );
         assert_eq!(t.md5, Some([7; 16]));
     }
 
@@ -110,10 +119,16 @@ mod tests {
     fn bad_requests_name_the_field() {
         let mut r = req();
         r.content_md5.clear();
-        assert_eq!(upload_target(&r, "u", "x").unwrap_err().to_string(), "CreateUploadLocation: content_md5 or filename_root is required");
+        assert_eq!(
+            upload_target(&r, "u", "x").unwrap_err().to_string(),
+            "CreateUploadLocation: content_md5 or filename_root is required"
+        );
         let mut r = req();
         r.content_md5 = vec![1, 2];
-        assert_eq!(upload_target(&r, "u", "x").unwrap_err().to_string(), "CreateUploadLocation: content_md5 must be 16 bytes, got 2");
+        assert_eq!(
+            upload_target(&r, "u", "x").unwrap_err().to_string(),
+            "CreateUploadLocation: content_md5 must be 16 bytes, got 2"
+        );
         let mut r = req();
         r.filename = "../../etc/passwd".into();
         assert!(upload_target(&r, "u", "x").unwrap_err().to_string().contains("single path segment"));

@@ -99,7 +99,10 @@ pub fn simple(t: SimpleType) -> LiteralType {
 
 pub fn vars(v: &[(&str, SimpleType)]) -> VariableMap {
     VariableMap {
-        variables: v.iter().map(|(n, t)| (n.to_string(), Variable { r#type: Some(simple(*t)), ..Default::default() })).collect(),
+        variables: v
+            .iter()
+            .map(|(n, t)| (n.to_string(), Variable { r#type: Some(simple(*t)), ..Default::default() }))
+            .collect(),
     }
 }
 
@@ -114,7 +117,10 @@ pub fn task_spec(name: &str, version: &str) -> TaskSpec {
             id: Some(id(ResourceType::Task, name, version)),
             r#type: "python-task".into(),
             interface: Some(interface(&[("x", SimpleType::Integer)], &[("o0", SimpleType::Integer)])),
-            metadata: Some(core::TaskMetadata { retries: Some(core::RetryStrategy { retries: 1 }), ..Default::default() }),
+            metadata: Some(core::TaskMetadata {
+                retries: Some(core::RetryStrategy { retries: 1 }),
+                ..Default::default()
+            }),
             target: Some(core::task_template::Target::Container(core::Container {
                 image: "ghcr.io/example/img:1".into(),
                 args: vec!["pyflyte-execute".into(), "--inputs".into(), "{{.input}}".into()],
@@ -175,7 +181,9 @@ pub fn workflow_spec(name: &str, version: &str, t1: &Identifier, t2: &Identifier
 pub fn int_literal(v: i64) -> core::Literal {
     core::Literal {
         value: Some(core::literal::Value::Scalar(Box::new(core::Scalar {
-            value: Some(core::scalar::Value::Primitive(core::Primitive { value: Some(core::primitive::Value::Integer(v)) })),
+            value: Some(core::scalar::Value::Primitive(core::Primitive {
+                value: Some(core::primitive::Value::Integer(v)),
+            })),
         }))),
         ..Default::default()
     }
@@ -216,7 +224,10 @@ pub async fn register_basics(env: &mut Env, version: &str) -> (Identifier, Ident
         .unwrap();
     let lp = id(ResourceType::LaunchPlan, "pipeline.wf", version);
     env.client
-        .create_launch_plan(admin::LaunchPlanCreateRequest { id: Some(lp.clone()), spec: Some(launch_plan_spec(&wf, Some(3))) })
+        .create_launch_plan(admin::LaunchPlanCreateRequest {
+            id: Some(lp.clone()),
+            spec: Some(launch_plan_spec(&wf, Some(3))),
+        })
         .await
         .unwrap();
     (t1, t2, wf, lp)

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use aloft_proto::flyteidl::core::{
-    self, Binding, BindingData, Literal, LiteralCollection, LiteralMap, binding_data, literal, promise_attribute, scalar,
+    self, Binding, BindingData, Literal, LiteralCollection, LiteralMap, binding_data, literal, promise_attribute,
+    scalar,
 };
 
 /// Why a binding could not be resolved.
@@ -22,7 +23,10 @@ pub struct BindingError {
 pub fn resolve(bindings: &[Binding], outputs: &dyn Fn(&str) -> Option<LiteralMap>) -> Result<LiteralMap, BindingError> {
     let mut out = LiteralMap::default();
     for b in bindings {
-        let data = b.binding.as_ref().ok_or_else(|| BindingError { var: b.var.clone(), reason: "binding has no value".into() })?;
+        let data = b
+            .binding
+            .as_ref()
+            .ok_or_else(|| BindingError { var: b.var.clone(), reason: "binding has no value".into() })?;
         let lit = resolve_data(data, outputs).map_err(|reason| BindingError { var: b.var.clone(), reason })?;
         out.literals.insert(b.var.clone(), lit);
     }
@@ -31,7 +35,9 @@ pub fn resolve(bindings: &[Binding], outputs: &dyn Fn(&str) -> Option<LiteralMap
 
 fn resolve_data(data: &BindingData, outputs: &dyn Fn(&str) -> Option<LiteralMap>) -> Result<Literal, String> {
     let lit = match &data.value {
-        Some(binding_data::Value::Scalar(s)) => Literal { value: Some(literal::Value::Scalar(Box::new(s.clone()))), ..Default::default() },
+        Some(binding_data::Value::Scalar(s)) => {
+            Literal { value: Some(literal::Value::Scalar(Box::new(s.clone()))), ..Default::default() }
+        }
         Some(binding_data::Value::Collection(c)) => {
             let literals = c.bindings.iter().map(|b| resolve_data(b, outputs)).collect::<Result<Vec<_>, _>>()?;
             Literal { value: Some(literal::Value::Collection(LiteralCollection { literals })), ..Default::default() }
@@ -45,7 +51,11 @@ fn resolve_data(data: &BindingData, outputs: &dyn Fn(&str) -> Option<LiteralMap>
         }
         Some(binding_data::Value::Promise(p)) => {
             let map = outputs(&p.node_id).ok_or_else(|| format!("node `{}` has no outputs yet", p.node_id))?;
-            let lit = map.literals.get(&p.var).cloned().ok_or_else(|| format!("node `{}` has no output `{}`", p.node_id, p.var))?;
+            let lit = map
+                .literals
+                .get(&p.var)
+                .cloned()
+                .ok_or_else(|| format!("node `{}` has no output `{}`", p.node_id, p.var))?;
             follow_path(lit, &p.attr_path).map_err(|e| format!("{}.{}: {e}", p.node_id, p.var))?
         }
         Some(binding_data::Value::OffloadedMetadata(_)) => return Err("offloaded binding data is not supported".into()),
@@ -55,7 +65,10 @@ fn resolve_data(data: &BindingData, outputs: &dyn Fn(&str) -> Option<LiteralMap>
     Ok(match &data.union {
         Some(u) => Literal {
             value: Some(literal::Value::Scalar(Box::new(core::Scalar {
-                value: Some(scalar::Value::Union(Box::new(core::Union { value: Some(Box::new(lit)), r#type: u.target_type.clone() }))),
+                value: Some(scalar::Value::Union(Box::new(core::Union {
+                    value: Some(Box::new(lit)),
+                    r#type: u.target_type.clone(),
+                }))),
             }))),
             ..Default::default()
         },
@@ -70,7 +83,10 @@ fn follow_path(mut lit: Literal, path: &[core::PromiseAttribute]) -> Result<Lite
         lit = match (lit.value, step) {
             (Some(literal::Value::Collection(c)), promise_attribute::Value::IntValue(n)) => {
                 let len = c.literals.len();
-                c.literals.into_iter().nth(*n as usize).ok_or_else(|| format!("index {n} out of range (length {len})"))?
+                c.literals
+                    .into_iter()
+                    .nth(*n as usize)
+                    .ok_or_else(|| format!("index {n} out of range (length {len})"))?
             }
             (Some(literal::Value::Map(m)), promise_attribute::Value::StringValue(k)) => {
                 m.literals.get(k).cloned().ok_or_else(|| format!("no key `{k}`"))?
@@ -118,12 +134,16 @@ fn from_json_value(v: prost_types::Value) -> Literal {
         ..Default::default()
     };
     match v.kind {
-        Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() < 9.0e15 => prim(core::primitive::Value::Integer(n as i64)),
+        Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() < 9.0e15 => {
+            prim(core::primitive::Value::Integer(n as i64))
+        }
         Some(Kind::NumberValue(n)) => prim(core::primitive::Value::FloatValue(n)),
         Some(Kind::StringValue(s)) => prim(core::primitive::Value::StringValue(s)),
         Some(Kind::BoolValue(b)) => prim(core::primitive::Value::Boolean(b)),
         Some(Kind::ListValue(l)) => Literal {
-            value: Some(literal::Value::Collection(LiteralCollection { literals: l.values.into_iter().map(from_json_value).collect() })),
+            value: Some(literal::Value::Collection(LiteralCollection {
+                literals: l.values.into_iter().map(from_json_value).collect(),
+            })),
             ..Default::default()
         },
         Some(Kind::StructValue(s)) => Literal {
@@ -131,7 +151,9 @@ fn from_json_value(v: prost_types::Value) -> Literal {
             ..Default::default()
         },
         Some(Kind::NullValue(_)) | None => Literal {
-            value: Some(literal::Value::Scalar(Box::new(core::Scalar { value: Some(scalar::Value::NoneType(core::Void {})) }))),
+            value: Some(literal::Value::Scalar(Box::new(core::Scalar {
+                value: Some(scalar::Value::NoneType(core::Void {})),
+            }))),
             ..Default::default()
         },
     }
@@ -145,7 +167,9 @@ mod tests {
     pub fn int(v: i64) -> Literal {
         Literal {
             value: Some(literal::Value::Scalar(Box::new(core::Scalar {
-                value: Some(scalar::Value::Primitive(core::Primitive { value: Some(core::primitive::Value::Integer(v)) })),
+                value: Some(scalar::Value::Primitive(core::Primitive {
+                    value: Some(core::primitive::Value::Integer(v)),
+                })),
             }))),
             ..Default::default()
         }
@@ -153,7 +177,11 @@ mod tests {
 
     fn promise(node: &str, var: &str, path: Vec<PromiseAttribute>) -> BindingData {
         BindingData {
-            value: Some(binding_data::Value::Promise(OutputReference { node_id: node.into(), var: var.into(), attr_path: path })),
+            value: Some(binding_data::Value::Promise(OutputReference {
+                node_id: node.into(),
+                var: var.into(),
+                attr_path: path,
+            })),
             union: None,
         }
     }
@@ -164,7 +192,10 @@ mod tests {
             "n0" => Some(LiteralMap {
                 literals: [(
                     "o0".to_string(),
-                    Literal { value: Some(literal::Value::Collection(LiteralCollection { literals: vec![int(10), int(20)] })), ..Default::default() },
+                    Literal {
+                        value: Some(literal::Value::Collection(LiteralCollection { literals: vec![int(10), int(20)] })),
+                        ..Default::default()
+                    },
                 )]
                 .into(),
             }),
@@ -178,19 +209,27 @@ mod tests {
             Binding { var: "a".into(), binding: Some(promise("start-node", "x", vec![])) },
             Binding {
                 var: "b".into(),
-                binding: Some(promise("n0", "o0", vec![PromiseAttribute { value: Some(promise_attribute::Value::IntValue(1)) }])),
+                binding: Some(promise(
+                    "n0",
+                    "o0",
+                    vec![PromiseAttribute { value: Some(promise_attribute::Value::IntValue(1)) }],
+                )),
             },
             Binding {
                 var: "c".into(),
                 binding: Some(BindingData {
-                    value: Some(binding_data::Value::Collection(BindingDataCollection { bindings: vec![promise("start-node", "x", vec![]), promise("start-node", "x", vec![])] })),
+                    value: Some(binding_data::Value::Collection(BindingDataCollection {
+                        bindings: vec![promise("start-node", "x", vec![]), promise("start-node", "x", vec![])],
+                    })),
                     union: None,
                 }),
             },
             Binding {
                 var: "d".into(),
                 binding: Some(BindingData {
-                    value: Some(binding_data::Value::Map(BindingDataMap { bindings: [("k".to_string(), promise("start-node", "x", vec![]))].into() })),
+                    value: Some(binding_data::Value::Map(BindingDataMap {
+                        bindings: [("k".to_string(), promise("start-node", "x", vec![]))].into(),
+                    })),
                     union: None,
                 }),
             },
@@ -208,7 +247,11 @@ mod tests {
         assert_eq!(resolve(&b, &outputs).unwrap_err().to_string(), "input `a`: node `n9` has no outputs yet");
         let b = vec![Binding {
             var: "a".into(),
-            binding: Some(promise("n0", "o0", vec![PromiseAttribute { value: Some(promise_attribute::Value::IntValue(5)) }])),
+            binding: Some(promise(
+                "n0",
+                "o0",
+                vec![PromiseAttribute { value: Some(promise_attribute::Value::IntValue(5)) }],
+            )),
         }];
         assert_eq!(resolve(&b, &outputs).unwrap_err().to_string(), "input `a`: n0.o0: index 5 out of range (length 2)");
     }

@@ -199,7 +199,14 @@ pub fn initial(plan: &Plan) -> ExecState {
             .map(|id| {
                 (
                     id.clone(),
-                    NodeState { status: NodeStatus::Waiting, attempt: 0, user_failures: 0, system_failures: 0, output_uri: None, failure: None },
+                    NodeState {
+                        status: NodeStatus::Waiting,
+                        attempt: 0,
+                        user_failures: 0,
+                        system_failures: 0,
+                        output_uri: None,
+                        failure: None,
+                    },
                 )
             })
             .collect(),
@@ -216,7 +223,13 @@ pub fn decide(state: &mut ExecState, input: Input, plan: &Plan, limits: Limits) 
     match input {
         Input::Start => {
             fx.push(Effect::WorkflowEvent { phase: WfStatus::Running, failure: None });
-            fx.push(Effect::NodeEvent { node_id: "start-node".into(), phase: NodeStatus::Succeeded, attempt: 0, output_uri: None, failure: None });
+            fx.push(Effect::NodeEvent {
+                node_id: "start-node".into(),
+                phase: NodeStatus::Succeeded,
+                attempt: 0,
+                output_uri: None,
+                failure: None,
+            });
         }
         Input::Attempt { node_id, attempt, outcome } => {
             let Some(node) = state.nodes.get_mut(&node_id) else { return fx };
@@ -227,7 +240,13 @@ pub fn decide(state: &mut ExecState, input: Input, plan: &Plan, limits: Limits) 
                 Outcome::Succeeded { output_uri } => {
                     node.status = NodeStatus::Succeeded;
                     node.output_uri = Some(output_uri.clone());
-                    fx.push(Effect::NodeEvent { node_id, phase: NodeStatus::Succeeded, attempt, output_uri: Some(output_uri), failure: None });
+                    fx.push(Effect::NodeEvent {
+                        node_id,
+                        phase: NodeStatus::Succeeded,
+                        attempt,
+                        output_uri: Some(output_uri),
+                        failure: None,
+                    });
                 }
                 Outcome::Failed { failure, retryable } => {
                     let budget_left = if failure.user {
@@ -247,14 +266,31 @@ pub fn decide(state: &mut ExecState, input: Input, plan: &Plan, limits: Limits) 
                         let phase = if failure.code == "Timeout" { NodeStatus::TimedOut } else { NodeStatus::Failed };
                         node.status = phase;
                         node.failure = Some(failure.clone());
-                        fx.push(Effect::NodeEvent { node_id: node_id.clone(), phase, attempt, output_uri: None, failure: Some(failure.clone()) });
+                        fx.push(Effect::NodeEvent {
+                            node_id: node_id.clone(),
+                            phase,
+                            attempt,
+                            output_uri: None,
+                            failure: Some(failure.clone()),
+                        });
                         fail(state, plan, node_id, failure, &mut fx);
                     }
                 }
                 Outcome::Aborted => {
                     node.status = NodeStatus::Aborted;
-                    fx.push(Effect::NodeEvent { node_id: node_id.clone(), phase: NodeStatus::Aborted, attempt, output_uri: None, failure: None });
-                    let failure = Failure { code: "Aborted".into(), message: format!("node {node_id} was aborted"), user: false, error_uri: String::new() };
+                    fx.push(Effect::NodeEvent {
+                        node_id: node_id.clone(),
+                        phase: NodeStatus::Aborted,
+                        attempt,
+                        output_uri: None,
+                        failure: None,
+                    });
+                    let failure = Failure {
+                        code: "Aborted".into(),
+                        message: format!("node {node_id} was aborted"),
+                        user: false,
+                        error_uri: String::new(),
+                    };
                     fail(state, plan, node_id, failure, &mut fx);
                 }
             }
@@ -264,10 +300,17 @@ pub fn decide(state: &mut ExecState, input: Input, plan: &Plan, limits: Limits) 
             if node.status != NodeStatus::Running {
                 return fx;
             }
-            let failure = Failure { code: "BindingResolutionFailed".into(), message, user: true, error_uri: String::new() };
+            let failure =
+                Failure { code: "BindingResolutionFailed".into(), message, user: true, error_uri: String::new() };
             node.status = NodeStatus::Failed;
             node.failure = Some(failure.clone());
-            fx.push(Effect::NodeEvent { node_id: node_id.clone(), phase: NodeStatus::Failed, attempt: node.attempt, output_uri: None, failure: Some(failure.clone()) });
+            fx.push(Effect::NodeEvent {
+                node_id: node_id.clone(),
+                phase: NodeStatus::Failed,
+                attempt: node.attempt,
+                output_uri: None,
+                failure: Some(failure.clone()),
+            });
             fail(state, plan, node_id, failure, &mut fx);
         }
         Input::Abort { cause } => {
@@ -300,7 +343,13 @@ fn kill_running(state: &mut ExecState, fx: &mut Vec<Effect>) {
         if n.status == NodeStatus::Running {
             n.status = NodeStatus::Aborted;
             fx.push(Effect::Kill { node_id: id.clone(), attempt: n.attempt });
-            fx.push(Effect::NodeEvent { node_id: id.clone(), phase: NodeStatus::Aborted, attempt: n.attempt, output_uri: None, failure: None });
+            fx.push(Effect::NodeEvent {
+                node_id: id.clone(),
+                phase: NodeStatus::Aborted,
+                attempt: n.attempt,
+                output_uri: None,
+                failure: None,
+            });
         }
     }
 }
@@ -324,7 +373,13 @@ fn advance(state: &mut ExecState, plan: &Plan, limits: Limits, fx: &mut Vec<Effe
             let n = state.nodes.get_mut(&id).expect("planned node");
             n.status = NodeStatus::Running;
             running += 1;
-            fx.push(Effect::NodeEvent { node_id: id.clone(), phase: NodeStatus::Running, attempt: 0, output_uri: None, failure: None });
+            fx.push(Effect::NodeEvent {
+                node_id: id.clone(),
+                phase: NodeStatus::Running,
+                attempt: 0,
+                output_uri: None,
+                failure: None,
+            });
             fx.push(Effect::Dispatch { node_id: id, attempt: 0 });
         }
     }
@@ -334,7 +389,13 @@ fn advance(state: &mut ExecState, plan: &Plan, limits: Limits, fx: &mut Vec<Effe
     match state.status {
         WfStatus::Running if state.nodes.values().all(|n| n.status == NodeStatus::Succeeded) => {
             fx.push(Effect::WriteOutputs);
-            fx.push(Effect::NodeEvent { node_id: "end-node".into(), phase: NodeStatus::Succeeded, attempt: 0, output_uri: None, failure: None });
+            fx.push(Effect::NodeEvent {
+                node_id: "end-node".into(),
+                phase: NodeStatus::Succeeded,
+                attempt: 0,
+                output_uri: None,
+                failure: None,
+            });
             state.status = WfStatus::Succeeded;
             fx.push(Effect::WorkflowEvent { phase: WfStatus::Succeeded, failure: None });
         }
@@ -342,11 +403,20 @@ fn advance(state: &mut ExecState, plan: &Plan, limits: Limits, fx: &mut Vec<Effe
             for (id, n) in state.nodes.iter_mut() {
                 if n.status == NodeStatus::Waiting {
                     n.status = NodeStatus::Skipped;
-                    fx.push(Effect::NodeEvent { node_id: id.clone(), phase: NodeStatus::Skipped, attempt: 0, output_uri: None, failure: None });
+                    fx.push(Effect::NodeEvent {
+                        node_id: id.clone(),
+                        phase: NodeStatus::Skipped,
+                        attempt: 0,
+                        output_uri: None,
+                        failure: None,
+                    });
                 }
             }
             state.status = WfStatus::Failed;
-            let failure = state.failure.as_ref().map(|(node, f)| Failure { message: format!("[{node}] {}", f.message), ..f.clone() });
+            let failure = state
+                .failure
+                .as_ref()
+                .map(|(node, f)| Failure { message: format!("[{node}] {}", f.message), ..f.clone() });
             fx.push(Effect::WorkflowEvent { phase: WfStatus::Failed, failure });
         }
         _ => {}

@@ -47,7 +47,8 @@ fn unsupported(node: &core::Node) -> Option<&'static str> {
 impl Plan {
     /// Builds the plan of the primary workflow.
     pub fn from_closure(closure: &CompiledWorkflowClosure) -> Result<Plan, String> {
-        let primary = closure.primary.as_ref().and_then(|p| p.template.as_ref()).ok_or("the closure has no primary workflow")?;
+        let primary =
+            closure.primary.as_ref().and_then(|p| p.template.as_ref()).ok_or("the closure has no primary workflow")?;
         let retries_of = |id: &Identifier| -> u32 {
             closure
                 .tasks
@@ -82,8 +83,13 @@ impl Plan {
                 return Err(format!("node `{}` has no task reference", n.id));
             };
             let meta = n.metadata.as_ref();
-            let retries = meta.and_then(|m| m.retries.as_ref()).map(|r| r.retries).filter(|r| *r > 0).unwrap_or_else(|| retries_of(task));
-            let timeout = meta.and_then(|m| m.timeout).filter(|d| d.seconds > 0 || d.nanos > 0).or_else(|| timeout_of(task));
+            let retries = meta
+                .and_then(|m| m.retries.as_ref())
+                .map(|r| r.retries)
+                .filter(|r| *r > 0)
+                .unwrap_or_else(|| retries_of(task));
+            let timeout =
+                meta.and_then(|m| m.timeout).filter(|d| d.seconds > 0 || d.nanos > 0).or_else(|| timeout_of(task));
             let upstream = n.upstream_node_ids.iter().filter(|u| *u != "start-node").cloned().collect();
             nodes.insert(n.id.clone(), PlanNode { id: n.id.clone(), upstream, task: task.clone(), retries, timeout });
         }
@@ -95,7 +101,8 @@ impl Plan {
         let policy = primary.metadata.as_ref().map(|m| m.on_failure).unwrap_or(0);
         Ok(Plan {
             nodes,
-            fail_after_executable_nodes_complete: policy == core::workflow_metadata::OnFailurePolicy::FailAfterExecutableNodesComplete as i32,
+            fail_after_executable_nodes_complete: policy
+                == core::workflow_metadata::OnFailurePolicy::FailAfterExecutableNodesComplete as i32,
         })
     }
 }

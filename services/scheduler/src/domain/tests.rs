@@ -30,7 +30,11 @@ fn plan(edges: &[(&str, &[&str])], retries: u32, keep_going: bool) -> Plan {
 const NO_LIMIT: Limits = Limits { max_parallelism: 0, system_retries: 2 };
 
 fn ok(node: &str, attempt: u32) -> Input {
-    Input::Attempt { node_id: node.into(), attempt, outcome: Outcome::Succeeded { output_uri: format!("/o/{node}/{attempt}") } }
+    Input::Attempt {
+        node_id: node.into(),
+        attempt,
+        outcome: Outcome::Succeeded { output_uri: format!("/o/{node}/{attempt}") },
+    }
 }
 
 fn failed(node: &str, attempt: u32, user: bool, retryable: bool) -> Input {
@@ -156,7 +160,12 @@ fn timeouts_end_as_timed_out() {
         node_id: "n0".into(),
         attempt: 0,
         outcome: Outcome::Failed {
-            failure: Failure { code: "Timeout".into(), message: "killed after 1s".into(), user: false, error_uri: String::new() },
+            failure: Failure {
+                code: "Timeout".into(),
+                message: "killed after 1s".into(),
+                user: false,
+                error_uri: String::new(),
+            },
             retryable: true,
         },
     };
