@@ -56,6 +56,16 @@ impl Default for BusConfig {
 
 impl BusConfig {
     /// Checks every field, naming the first bad one.
+    /// [`BusConfig::validate`] as a configuration error under the `bus` section, for services'
+    /// `Validate` implementations (the bus's messages start with the field name).
+    pub fn validate_config(&self) -> std::result::Result<(), aloft_runtime::ConfigError> {
+        self.validate().map_err(|e| match e {
+            crate::Error::Config(message) => aloft_runtime::ConfigError::invalid("bus", message),
+            other => aloft_runtime::ConfigError::invalid("bus", other.to_string()),
+        })
+    }
+
+    /// Checks every field, naming the first bad one.
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::Config(msg));
         if self.url.trim().is_empty() {

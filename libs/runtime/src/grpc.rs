@@ -10,6 +10,43 @@ use tonic::transport::Server;
 
 use crate::Shutdown;
 
+/// Where a service serves the standard gRPC health service (`[health]` in every bus-driven
+/// service's configuration).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// host:port serving `grpc.health.v1.Health` (port 0 picks a free port).
+    pub listen: String,
+}
+
+impl HealthConfig {
+    /// Health on `listen`; each service picks its own default port so all five can share a host.
+    pub fn at(listen: &str) -> HealthConfig {
+        HealthConfig { listen: listen.to_string() }
+    }
+
+    /// Checks the address form, naming `health.listen`.
+    pub fn validate(&self) -> Result<(), crate::ConfigError> {
+        validate_listen(&self.listen, "health.listen")
+    }
+}
+
+impl Default for HealthConfig {
+    /// Any free port on loopback; services override this with their own well-known port.
+    fn default() -> Self {
+        HealthConfig::at("127.0.0.1:0")
+    }
+}
+
+/// A listen address must be `host:port`; whether the host resolves is left to binding, which
+/// reports it with the same key.
+pub fn validate_listen(listen: &str, key: &str) -> Result<(), crate::ConfigError> {
+    match listen.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(crate::ConfigError::invalid(key, format!("`{listen}` is not host:port"))),
+    }
+}
+
 /// Binding or serving failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

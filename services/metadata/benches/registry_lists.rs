@@ -722,7 +722,9 @@ async fn run_backend(backend: Backend, k: &Knobs) -> anyhow::Result<Report> {
     let stopped = running.task.await;
     pool.close().await;
     if k.keep {
-        let _ = db_dir.keep(); // the SQLite file stays for EXPLAIN QUERY PLAN
+        if backend == Backend::Sqlite {
+            let _ = db_dir.keep(); // the SQLite file stays for EXPLAIN QUERY PLAN
+        }
         eprintln!("{}: kept {}", backend.label(), redact(&database_url));
     } else if backend == Backend::Postgres {
         // also after a failure: a 50 MB database per failed run adds up

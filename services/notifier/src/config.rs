@@ -1,11 +1,12 @@
 //! Configuration of the notifier.
 
 use aloft_bus::BusConfig;
+pub use aloft_runtime::grpc::HealthConfig;
 use aloft_runtime::{ConfigError, Validate};
 use serde::{Deserialize, Serialize};
 
 /// Everything the notifier reads at start.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// NATS connection and topology (streams, subjects, delivery limits).
@@ -14,44 +15,18 @@ pub struct Config {
     pub health: HealthConfig,
 }
 
-/// The health listener.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HealthConfig {
-    /// host:port serving `grpc.health.v1.Health` (port 0 picks a free port).
-    pub listen: String,
-}
-
-impl Default for HealthConfig {
+impl Default for Config {
     fn default() -> Self {
-        // 8091..8094 are scheduler, executor, notifier, lineage: all five services can run on one
-        // host with their defaults (metadata uses 8088/8089).
-        HealthConfig { listen: "127.0.0.1:8093".into() }
+        // 8091..8094 are scheduler, executor, notifier, lineage, so all five services share a host
+        // with their defaults (metadata uses 8088/8089).
+        Config { bus: BusConfig::default(), health: HealthConfig::at("127.0.0.1:8093") }
     }
 }
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        validate_bus(&self.bus)?;
-        validate_listen(&self.health.listen, "health.listen")
-    }
-}
-
-/// The bus checks its own fields; its messages start with the field name, so only the section
-/// is added here.
-pub(crate) fn validate_bus(bus: &BusConfig) -> Result<(), ConfigError> {
-    bus.validate().map_err(|e| match e {
-        aloft_bus::Error::Config(message) => ConfigError::invalid("bus", message),
-        other => ConfigError::invalid("bus", other.to_string()),
-    })
-}
-
-/// A listen address must be `host:port`; whether the host resolves is left to binding, which
-/// reports it with the same key.
-pub(crate) fn validate_listen(listen: &str, key: &str) -> Result<(), ConfigError> {
-    match listen.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
-        _ => Err(ConfigError::invalid(key, format!("`{listen}` is not host:port"))),
+        self.bus.validate_config()?;
+        self.health.validate()
     }
 }
 

@@ -1,6 +1,7 @@
 //! Configuration of the scheduler.
 
 use aloft_bus::BusConfig;
+pub use aloft_runtime::grpc::HealthConfig;
 use aloft_runtime::{ConfigError, Validate};
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +26,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             bus: BusConfig::default(),
-            health: HealthConfig::default(),
+            // 8091..8094 are scheduler, executor, notifier, lineage, so all five services share a host
+            // with their defaults (metadata uses 8088/8089).
+            health: HealthConfig::at("127.0.0.1:8091"),
             storage: aloft_blob::BlobConfig::default(),
             queue: "default".into(),
             system_retries: 3,
@@ -33,48 +36,14 @@ impl Default for Config {
     }
 }
 
-/// The health listener.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HealthConfig {
-    /// host:port serving `grpc.health.v1.Health` (port 0 picks a free port).
-    pub listen: String,
-}
-
-impl Default for HealthConfig {
-    fn default() -> Self {
-        // 8091..8094 are scheduler, executor, notifier, lineage: all five services can run on one
-        // host with their defaults (metadata uses 8088/8089).
-        HealthConfig { listen: "127.0.0.1:8091".into() }
-    }
-}
-
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        validate_bus(&self.bus)?;
+        self.bus.validate_config()?;
         self.storage.validate().map_err(|e| ConfigError::invalid("storage", e.to_string()))?;
         if self.queue.is_empty() {
             return Err(ConfigError::invalid("queue", "must not be empty"));
         }
-        validate_listen(&self.health.listen, "health.listen")
-    }
-}
-
-/// The bus checks its own fields; its messages start with the field name, so only the section
-/// is added here.
-pub(crate) fn validate_bus(bus: &BusConfig) -> Result<(), ConfigError> {
-    bus.validate().map_err(|e| match e {
-        aloft_bus::Error::Config(message) => ConfigError::invalid("bus", message),
-        other => ConfigError::invalid("bus", other.to_string()),
-    })
-}
-
-/// A listen address must be `host:port`; whether the host resolves is left to binding, which
-/// reports it with the same key.
-pub(crate) fn validate_listen(listen: &str, key: &str) -> Result<(), ConfigError> {
-    match listen.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
-        _ => Err(ConfigError::invalid(key, format!("`{listen}` is not host:port"))),
+        self.health.validate()
     }
 }
 
