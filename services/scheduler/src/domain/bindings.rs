@@ -99,15 +99,68 @@ fn follow_path(mut lit: Literal, path: &[core::PromiseAttribute]) -> Result<Lite
                     }
                     return Ok(from_json_value(v));
                 }
-                Some(scalar::Value::Binary(_)) => {
-                    return Err(format!("attribute access into a msgpack value (`{step:?}`) is not supported yet"));
-                }
+                Some(scalar::Value::Binary(b)) => return msgpack_path(&b, &path[i..]),
                 _ => return Err(format!("cannot apply `{step:?}` to a scalar")),
             },
             (_, step) => return Err(format!("cannot apply `{step:?}` here")),
         };
     }
     Ok(lit)
+}
+
+/// Attribute access into a msgpack-encoded value (flytekit 1.16's dataclasses, Pydantic models and
+/// dicts): walk the decoded value, then hand back a primitive literal for a primitive (as Flyte's
+/// propeller does) or the sub-value re-encoded as msgpack.
+fn msgpack_path(binary: &core::Binary, path: &[core::PromiseAttribute]) -> Result<Literal, String> {
+    use rmpv::Value;
+    if binary.tag != "msgpack" {
+        return Err(format!("cannot follow an attribute path into a `{}` binary value", binary.tag));
+    }
+    let mut v = rmpv::decode::read_value(&mut binary.value.as_slice()).map_err(|e| format!("invalid msgpack: {e}"))?;
+    for attr in path {
+        v = match (v, &attr.value) {
+            (Value::Map(entries), Some(promise_attribute::Value::StringValue(k))) => entries
+                .into_iter()
+                .find(|(key, _)| key.as_str() == Some(k.as_str()))
+                .map(|(_, val)| val)
+                .ok_or_else(|| format!("no key `{k}`"))?,
+            (Value::Array(items), Some(promise_attribute::Value::IntValue(n))) => {
+                let len = items.len();
+                usize::try_from(*n)
+                    .ok()
+                    .and_then(|n| items.into_iter().nth(n))
+                    .ok_or_else(|| format!("index {n} out of range (length {len})"))?
+            }
+            (other, a) => return Err(format!("cannot apply `{a:?}` to `{other}`")),
+        };
+    }
+    let prim = |p: core::primitive::Value| Literal {
+        value: Some(literal::Value::Scalar(Box::new(core::Scalar {
+            value: Some(scalar::Value::Primitive(core::Primitive { value: Some(p) })),
+        }))),
+        ..Default::default()
+    };
+    Ok(match v {
+        Value::Integer(i) if i.as_i64().is_some() => {
+            prim(core::primitive::Value::Integer(i.as_i64().unwrap_or_default()))
+        }
+        Value::F32(f) => prim(core::primitive::Value::FloatValue(f64::from(f))),
+        Value::F64(f) => prim(core::primitive::Value::FloatValue(f)),
+        Value::String(s) if s.as_str().is_some() => {
+            prim(core::primitive::Value::StringValue(s.into_str().unwrap_or_default()))
+        }
+        Value::Boolean(b) => prim(core::primitive::Value::Boolean(b)),
+        other => {
+            let mut bytes = Vec::new();
+            rmpv::encode::write_value(&mut bytes, &other).map_err(|e| format!("cannot encode msgpack: {e}"))?;
+            Literal {
+                value: Some(literal::Value::Scalar(Box::new(core::Scalar {
+                    value: Some(scalar::Value::Binary(core::Binary { value: bytes, tag: "msgpack".into() })),
+                }))),
+                ..Default::default()
+            }
+        }
+    })
 }
 
 fn struct_step(v: prost_types::Value, attr: &core::PromiseAttribute) -> Result<prost_types::Value, String> {
@@ -254,6 +307,37 @@ mod tests {
             )),
         }];
         assert_eq!(resolve(&b, &outputs).unwrap_err().to_string(), "input `a`: n0.o0: index 5 out of range (length 2)");
+    }
+
+    #[test]
+    fn attribute_paths_into_msgpack_values() {
+        use rmpv::Value;
+        let doc = Value::Map(vec![
+            (Value::from("name"), Value::from("shoes")),
+            (Value::from("prices"), Value::Array(vec![Value::from(1.5), Value::from(2.5)])),
+            (Value::from("meta"), Value::Map(vec![(Value::from("n"), Value::from(3))])),
+        ]);
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &doc).unwrap();
+        let binary = core::Binary { value: bytes, tag: "msgpack".into() };
+        let s = |k: &str| PromiseAttribute { value: Some(promise_attribute::Value::StringValue(k.into())) };
+        let i = |n: i32| PromiseAttribute { value: Some(promise_attribute::Value::IntValue(n)) };
+        let float = |v: f64| Literal {
+            value: Some(literal::Value::Scalar(Box::new(core::Scalar {
+                value: Some(scalar::Value::Primitive(core::Primitive {
+                    value: Some(core::primitive::Value::FloatValue(v)),
+                })),
+            }))),
+            ..Default::default()
+        };
+        assert_eq!(msgpack_path(&binary, &[s("prices"), i(1)]).unwrap(), float(2.5));
+        assert_eq!(msgpack_path(&binary, &[s("meta"), s("n")]).unwrap(), int(3));
+        let sub = msgpack_path(&binary, &[s("meta")]).unwrap();
+        let Some(literal::Value::Scalar(sc)) = &sub.value else { panic!() };
+        let Some(scalar::Value::Binary(b)) = &sc.value else { panic!("a map stays msgpack") };
+        assert_eq!(b.tag, "msgpack");
+        assert_eq!(msgpack_path(&binary, &[s("nope")]).unwrap_err(), "no key `nope`");
+        assert_eq!(msgpack_path(&binary, &[s("prices"), i(7)]).unwrap_err(), "index 7 out of range (length 2)");
     }
 
     #[test]
