@@ -191,7 +191,11 @@ async fn typed_values_through_a_chain() -> Result<()> {
         json!({"label": "demo", "active": true, "count": 6, "total": 7.5, "above": [1.5, 2.0, 2.5], "tags": {"a": 1, "b": 2}}),
     )?;
     expect(&f, "/nodes/n3/inputs", json!({"cfg": config, "start": "2024-05-06T03:00:00Z"}))?;
-    report("typed", &[("pyflyte run --wait typed_chain", out.elapsed)]);
+    // Attribute access on a dataclass output (`cfg.weights[0]`) is resolved by the scheduler.
+    let attrs = s.run_ok("typed2", "typed.py", "attribute_access", &[]).await?;
+    let f = s.inspect("typed2").await?;
+    expect(&f, "/outputs", json!({"o0": "DEMO:0.2:3"}))?;
+    report("typed", &[("pyflyte run --wait typed_chain", out.elapsed), ("attribute_access", attrs.elapsed)]);
     s.stop().await
 }
 
