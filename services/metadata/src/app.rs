@@ -203,6 +203,17 @@ impl App {
         closure: Vec<u8>,
         differences: impl FnOnce(&EntityRow) -> Result<Vec<&'static str>>,
     ) -> Result<()> {
+        // A `pyflyte register` re-run sends every entity again: answer those from a read, so a
+        // re-run never takes SQLite's single writer lock.
+        if let Some(existing) =
+            self.store.get_entity(kind as i32, &id.project, &id.domain, &id.name, &id.version).await?
+        {
+            return Err(if existing.digest == registry::digest(&spec) {
+                Error::AlreadyExists(format!("{} {} already exists", ids::kind_name(kind), ids::display(id)))
+            } else {
+                registry::conflict(ids::kind_name(kind), id, differences(&existing)?)
+            });
+        }
         let now = now_micros();
         let row = EntityRow {
             resource_type: kind as i32,

@@ -218,7 +218,8 @@ impl Store {
         let (cond, vals) = filters::to_sql(q.filters, ENTITY_COLUMNS, binds.len() + 1)?;
         sql.push_str(&cond);
         binds.extend(vals);
-        sql.push_str(&format!(" ORDER BY {}, version ASC LIMIT {} OFFSET {}", q.order_by, q.limit, q.offset));
+        // name last: the order must be total or offset pages repeat or skip rows at ties
+        sql.push_str(&format!(" ORDER BY {}, version ASC, name ASC LIMIT {} OFFSET {}", q.order_by, q.limit, q.offset));
         let rows = bind_all(sqlx::query(&sql), &binds).fetch_all(&self.pool).await?;
         rows.iter().map(entity_from_row).collect()
     }
