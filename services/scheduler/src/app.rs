@@ -148,8 +148,7 @@ impl App {
             }
         };
         let mut state = machine::initial(&plan);
-        let fx = machine::decide(&mut state, Input::Start, &plan, self.limits(cmd));
-        self.perform(cmd, &closure.0, &state, fx).await?;
+        self.decide_and_perform(cmd, &closure.0, &plan, &mut state, Input::Start).await?;
         let stored = Stored { command: hex::encode(cmd.encode_to_vec()), state };
         match self
             .kv
@@ -183,11 +182,9 @@ impl App {
             .map_err(|e| Error::Corrupt(e.to_string()))?;
             let closure = self.closure(&cmd.closure_uri).await?;
             let Ok(plan) = &closure.1 else { return Ok(()) };
-            let fx = machine::decide(&mut stored.state, input.clone(), plan, self.limits(&cmd));
-            if fx.is_empty() {
+            if !self.decide_and_perform(&cmd, &closure.0, plan, &mut stored.state, input.clone()).await? {
                 return Ok(());
             }
-            self.perform(&cmd, &closure.0, &stored.state, fx).await?;
             let bytes = Bytes::from(serde_json::to_vec(&stored).map_err(|e| Error::Corrupt(e.to_string()))?);
             match self.kv.update(&key(id), bytes, entry.revision).await {
                 Ok(_) => return Ok(()),
@@ -257,7 +254,7 @@ impl App {
         closure: &CompiledWorkflowClosure,
         state: &ExecState,
         fx: Vec<Effect>,
-    ) -> Result<(), Error> {
+    ) -> Result<Vec<Input>, Error> {
         let id = cmd.execution_id.clone().unwrap_or_default();
         let mut followups = Vec::new();
         for e in fx {
@@ -314,24 +311,31 @@ impl App {
                 }
             }
         }
-        // Binding failures are decided on in the same round so the stored state includes them.
-        for input in followups {
-            Box::pin(self.apply_inline(cmd, closure, state.clone(), input)).await?;
-        }
-        Ok(())
+        Ok(followups)
     }
 
-    /// Decides and performs a follow-up input on the state being built (stored by the caller's CAS).
-    async fn apply_inline(
+    /// Decides `input`, performs the effects, then decides and performs what those effects fed
+    /// back (a node whose inputs could not be built), all on `state`, which the caller then
+    /// stores in one compare-and-set. Returns whether anything happened.
+    async fn decide_and_perform(
         &self,
         cmd: &ExecuteCommand,
         closure: &CompiledWorkflowClosure,
-        mut state: ExecState,
+        plan: &Plan,
+        state: &mut ExecState,
         input: Input,
-    ) -> Result<(), Error> {
-        let Ok(plan) = Plan::from_closure(closure) else { return Ok(()) };
-        let fx = machine::decide(&mut state, input, &plan, self.limits(cmd));
-        self.perform(cmd, closure, &state, fx).await
+    ) -> Result<bool, Error> {
+        let mut pending = vec![input];
+        let mut changed = false;
+        while let Some(input) = pending.pop() {
+            let fx = machine::decide(state, input, plan, self.limits(cmd));
+            if fx.is_empty() {
+                continue;
+            }
+            changed = true;
+            pending.extend(self.perform(cmd, closure, state, fx).await?);
+        }
+        Ok(changed)
     }
 
     /// Outputs of finished nodes by id; `start-node` = the execution inputs.

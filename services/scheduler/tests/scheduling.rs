@@ -169,6 +169,15 @@ async fn env() -> Result<Env> {
 }
 
 async fn submit(env: &Env, name: &str, x: i64) -> Result<WorkflowExecutionIdentifier> {
+    submit_closure(env, name, x, closure()).await
+}
+
+async fn submit_closure(
+    env: &Env,
+    name: &str,
+    x: i64,
+    closure: core::CompiledWorkflowClosure,
+) -> Result<WorkflowExecutionIdentifier> {
     let exec = WorkflowExecutionIdentifier {
         project: "p".into(),
         domain: "development".into(),
@@ -176,7 +185,7 @@ async fn submit(env: &Env, name: &str, x: i64) -> Result<WorkflowExecutionIdenti
         org: String::new(),
     };
     let prefix = env.blob.join(env.blob.root(), &format!("metadata/p/development/{name}"));
-    env.blob.put(&format!("{prefix}/closure.pb"), closure().encode_to_vec()).await?;
+    env.blob.put(&format!("{prefix}/closure.pb"), closure.encode_to_vec()).await?;
     env.blob
         .put(
             &format!("{prefix}/inputs.pb"),
@@ -328,6 +337,35 @@ async fn a_new_replica_finishes_what_a_stopped_one_started() -> Result<()> {
     exec_stop.cancel();
     assert_eq!(executor.await??, 5, "no attempt ran twice");
     second.cancel();
+    tokio::time::timeout(Duration::from_secs(10), running.task).await.context("shutdown")???;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_binding_that_cannot_be_resolved_fails_the_execution() -> Result<()> {
+    let env = env().await?;
+    let token = CancellationToken::new();
+    let running = aloft_scheduler::start(env.config.clone(), token.clone()).await?;
+    let exec_stop = CancellationToken::new();
+    let executor = stand_in_executor(&env, exec_stop.clone()).await?;
+    // c reads `a.o0[5]`, but a's o0 is an integer: only known once a has run.
+    let mut bad = closure();
+    let nodes = &mut bad.primary.as_mut().unwrap().template.as_mut().unwrap().nodes;
+    let c = nodes.iter_mut().find(|n| n.id == "c").unwrap();
+    if let Some(binding_data::Value::Promise(p)) = c.inputs[0].binding.as_mut().unwrap().value.as_mut() {
+        p.attr_path = vec![core::PromiseAttribute { value: Some(core::promise_attribute::Value::IntValue(5)) }];
+    }
+    let exec = submit_closure(&env, "run3", 1, bad).await?;
+    assert_eq!(wait_for_end(&env, &exec, "watch3").await?, WfPhase::Failed as i32, "it must fail, not hang");
+    exec_stop.cancel();
+    assert_eq!(executor.await??, 2, "a and b ran; c never started");
+    // The stored state agrees with the events: later inputs must not find c still running.
+    let kv = env.bus.kv_bucket("executions").await?;
+    let entry = kv.get("p.development.run3").await?.context("state stored")?;
+    let stored: serde_json::Value = serde_json::from_slice(&entry.value)?;
+    assert_eq!(stored["state"]["status"], "Failed", "{stored}");
+    assert_eq!(stored["state"]["nodes"]["c"]["status"], "Failed", "{stored}");
+    token.cancel();
     tokio::time::timeout(Duration::from_secs(10), running.task).await.context("shutdown")???;
     Ok(())
 }
