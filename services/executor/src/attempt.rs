@@ -358,6 +358,7 @@ impl Executor {
                 env,
                 cwd: scratch.work.clone(),
                 log: scratch.log.clone(),
+                groups: Some(crate::groups_dir(&self.config.scratch_dir)),
             },
             raw,
         })

@@ -147,9 +147,22 @@ async fn check_host(config: &Config) -> Result<(), Error> {
             return Err(Error::Host { key: "python.venv", message: format!("{} is not a directory", bin.display()) });
         }
     }
-    tokio::fs::create_dir_all(&config.scratch_dir)
-        .await
-        .map_err(|e| Error::Host { key: "scratch_dir", message: format!("cannot create {}: {e}", config.scratch_dir) })
+    tokio::fs::create_dir_all(&config.scratch_dir).await.map_err(|e| Error::Host {
+        key: "scratch_dir",
+        message: format!("cannot create {}: {e}", config.scratch_dir),
+    })?;
+    // Tasks a crashed executor on this host left running would otherwise finish (or run again
+    // after redelivery) unobserved.
+    let reaped = runner::reap_stale_groups(&groups_dir(&config.scratch_dir));
+    if reaped > 0 {
+        tracing::warn!(groups = reaped, "killed task processes left running by a previous executor");
+    }
+    Ok(())
+}
+
+/// Where running task process groups are recorded, under the scratch directory.
+pub fn groups_dir(scratch_dir: &str) -> std::path::PathBuf {
+    std::path::Path::new(scratch_dir).join(".groups")
 }
 
 /// Runs the executor until `shutdown` resolves.

@@ -28,6 +28,20 @@ pub struct Process {
     pub cwd: PathBuf,
     /// File receiving stdout and stderr (appended).
     pub log: PathBuf,
+    /// Folder recording the process groups this executor started, so that a restarted executor
+    /// can kill the tasks its crashed predecessor left running (see [`reap_stale_groups`]).
+    pub groups: Option<PathBuf>,
+}
+
+/// Environment variable carrying a token unique to the attempt, used to recognise our own
+/// process groups before killing them (a recorded group id may since have been reused).
+pub const GROUP_TOKEN: &str = "ALOFT_TASK_GROUP";
+
+/// What ended the wait for a task process.
+enum Woke {
+    Exited(std::io::Result<ExitStatus>),
+    TimedOut(Duration),
+    Stopped(Stop),
 }
 
 /// Why a running process is stopped before it ends by itself.
@@ -45,6 +59,7 @@ pub struct Running {
     child: Child,
     group: Pid,
     started: Instant,
+    marker: Option<PathBuf>,
 }
 
 /// Starts `process`; the error says why it could not start, naming the program.
@@ -60,11 +75,13 @@ pub fn spawn(process: &Process) -> Result<Running, String> {
     // order they happen.
     let stdout = open()?;
     let stderr = stdout.try_clone().map_err(|e| format!("cannot share the task log: {e}"))?;
+    let token = process.log.display().to_string();
     let mut command = Command::new(&process.program);
     command
         .args(&process.args)
         .env_clear()
         .envs(&process.env)
+        .env(GROUP_TOKEN, &token)
         .current_dir(&process.cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::from(stdout))
@@ -75,7 +92,44 @@ pub fn spawn(process: &Process) -> Result<Running, String> {
     let child = command.spawn().map_err(|e| format!("cannot start `{}`: {e}", process.program))?;
     let pid = child.id().ok_or_else(|| format!("`{}` exited before its pid was read", process.program))?;
     let group = Pid::from_raw(i32::try_from(pid).map_err(|_| format!("pid {pid} out of range"))?);
-    Ok(Running { child, group, started: Instant::now() })
+    let marker = process.groups.as_ref().and_then(|dir| {
+        let path = dir.join(pid.to_string());
+        // Best effort: without the marker only the crash clean-up is lost, not the task.
+        match std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, &token)) {
+            Ok(()) => Some(path),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot record the task's process group");
+                None
+            }
+        }
+    });
+    Ok(Running { child, group, started: Instant::now(), marker })
+}
+
+/// Kills the process groups recorded in `dir` by an executor that died without cleaning up (its
+/// tasks keep running as orphans otherwise, and a redelivered run would run them twice), and
+/// clears the records. A group is killed only if its leader still carries the recorded token.
+/// Returns how many groups were killed.
+pub fn reap_stale_groups(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let pgid = entry.file_name().to_string_lossy().parse::<i32>().ok();
+        let token = std::fs::read_to_string(&path).unwrap_or_default();
+        if let Some(pgid) = pgid {
+            let environ = std::fs::read(format!("/proc/{pgid}/environ")).unwrap_or_default();
+            let ours = format!("{GROUP_TOKEN}={token}");
+            if !token.is_empty()
+                && environ.split(|b| *b == 0).any(|kv| kv == ours.as_bytes())
+                && killpg(Pid::from_raw(pgid), Signal::SIGKILL).is_ok()
+            {
+                killed += 1;
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    killed
 }
 
 impl Running {
@@ -93,11 +147,6 @@ impl Running {
         grace: Duration,
         stop: impl Future<Output = Stop>,
     ) -> ProcessEnd {
-        enum Woke {
-            Exited(std::io::Result<ExitStatus>),
-            TimedOut(Duration),
-            Stopped(Stop),
-        }
         let started = self.started;
         let deadline = async move {
             match timeout {
@@ -113,6 +162,12 @@ impl Running {
             limit = deadline => Woke::TimedOut(limit),
             stop = stop => Woke::Stopped(stop),
         };
+        let end = self.finish(woke, grace).await;
+        self.forget_group();
+        end
+    }
+
+    async fn finish(&mut self, woke: Woke, grace: Duration) -> ProcessEnd {
         match woke {
             Woke::Exited(status) => {
                 self.signal(Signal::SIGKILL);
@@ -150,6 +205,12 @@ impl Running {
             }
         }
         self.signal(Signal::SIGKILL);
+    }
+
+    fn forget_group(&mut self) {
+        if let Some(marker) = self.marker.take() {
+            let _ = std::fs::remove_file(marker);
+        }
     }
 
     fn signal(&self, signal: Signal) {
@@ -191,6 +252,30 @@ pub async fn read_tail(path: &std::path::Path, max_bytes: u64) -> String {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_restarted_executor_kills_groups_left_by_a_crashed_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = dir.path().join(".groups");
+        let mut p = sh("sleep 30", dir.path());
+        p.groups = Some(groups.clone());
+        let running = spawn(&p).unwrap();
+        let pid = running.pid();
+        assert!(groups.join(pid.to_string()).exists(), "the group is recorded while it runs");
+        // The executor dies without cleaning up: nothing kills the task, nothing removes the record.
+        std::mem::forget(running);
+        // A record whose group id now belongs to someone else is not acted on.
+        std::fs::write(groups.join("1"), "not ours").unwrap();
+        assert_eq!(reap_stale_groups(&groups), 1);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::path::Path::new(&format!("/proc/{pid}/environ")).exists()
+            && std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z ")).unwrap_or(false)
+        {
+            assert!(std::time::Instant::now() < deadline, "the orphaned task was not killed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(std::fs::read_dir(&groups).unwrap().count(), 0, "records are cleared");
+    }
+
     fn sh(script: &str, dir: &std::path::Path) -> Process {
         Process {
             program: "sh".into(),
@@ -198,6 +283,7 @@ mod tests {
             env: [("PATH".to_string(), std::env::var("PATH").unwrap_or_default())].into_iter().collect(),
             cwd: dir.to_path_buf(),
             log: dir.join("task.log"),
+            groups: None,
         }
     }
 

@@ -480,7 +480,13 @@ async fn dies(pid: i32) -> bool {
 /// Whether the scratch directory empties (it is deleted just after the terminal event).
 async fn scratch_empties(config: &Config) -> bool {
     for _ in 0..100 {
-        if std::fs::read_dir(PathBuf::from(&config.scratch_dir)).map(|mut d| d.next().is_none()).unwrap_or(true) {
+        // Only the (empty) record of running process groups may remain.
+        let groups = aloft_executor::groups_dir(&config.scratch_dir);
+        let left = std::fs::read_dir(PathBuf::from(&config.scratch_dir))
+            .map(|d| d.flatten().filter(|e| e.path() != groups).count())
+            .unwrap_or(0);
+        let records = std::fs::read_dir(&groups).map(|d| d.count()).unwrap_or(0);
+        if left == 0 && records == 0 {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -782,8 +788,12 @@ async fn fast_registered_task_runs_from_its_bundle() -> Result<()> {
     let outputs = LiteralMap::decode(h.store.get(&format!("{}/outputs.pb", cmd.output_prefix)).await?)?;
     assert_eq!(primitive_of(&outputs.literals["o0"]), Some(&primitive::Value::Integer(10)));
     // `--dest-dir /root` was pointed at the attempt's scratch directory (kept for this check).
-    let kept: Vec<PathBuf> =
-        std::fs::read_dir(&h.config.scratch_dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+    let kept: Vec<PathBuf> = std::fs::read_dir(&h.config.scratch_dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(|p| p != &aloft_executor::groups_dir(&h.config.scratch_dir))
+        .collect();
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert!(
         kept[0].join("work").join(format!("{MODULE}.py")).exists(),
