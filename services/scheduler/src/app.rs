@@ -131,8 +131,8 @@ impl App {
                 // A workflow this scheduler cannot run fails visibly instead of hanging in QUEUED.
                 let failure =
                     Failure { code: "Unsupported".into(), message: why.clone(), user: false, error_uri: String::new() };
-                self.publish_wf(&id, WfStatus::Running, None).await?;
-                self.publish_wf(&id, WfStatus::Failed, Some(&failure)).await?;
+                self.publish_wf(cmd, WfStatus::Running, None).await?;
+                self.publish_wf(cmd, WfStatus::Failed, Some(&failure)).await?;
                 let stored = Stored {
                     command: hex::encode(cmd.encode_to_vec()),
                     state: ExecState { status: WfStatus::Failed, nodes: Default::default(), failure: None },
@@ -260,7 +260,7 @@ impl App {
         for e in fx {
             match e {
                 Effect::WorkflowEvent { phase, failure } => {
-                    self.publish_wf(&id, phase, failure.as_ref()).await?;
+                    self.publish_wf(cmd, phase, failure.as_ref()).await?;
                 }
                 Effect::NodeEvent { node_id, phase, attempt, output_uri, failure } => {
                     let input_uri = match node_id.as_str() {
@@ -451,19 +451,15 @@ impl App {
         Ok(Ok(()))
     }
 
-    async fn publish_wf(
-        &self,
-        id: &WorkflowExecutionIdentifier,
-        phase: WfStatus,
-        failure: Option<&Failure>,
-    ) -> Result<(), Error> {
+    async fn publish_wf(&self, cmd: &ExecuteCommand, phase: WfStatus, failure: Option<&Failure>) -> Result<(), Error> {
+        let id = &cmd.execution_id.clone().unwrap_or_default();
         let p = wf_phase(phase);
         let output_result = match (phase, failure) {
             (_, Some(f)) => Some(event::workflow_execution_event::OutputResult::Error(execution_error(f))),
-            (WfStatus::Succeeded, None) => Some(event::workflow_execution_event::OutputResult::OutputUri(format!(
-                "{}/outputs.pb",
-                self.blob.join(self.blob.root(), &format!("metadata/{}/{}/{}", id.project, id.domain, id.name))
-            ))),
+            // exactly where WriteOutputs put them: under the prefix metadata chose
+            (WfStatus::Succeeded, None) => {
+                Some(event::workflow_execution_event::OutputResult::OutputUri(Self::outputs_uri(cmd)))
+            }
             _ => None,
         };
         let env = Envelope {
