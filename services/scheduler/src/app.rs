@@ -252,6 +252,7 @@ impl App {
         &self,
         cmd: &ExecuteCommand,
         closure: &CompiledWorkflowClosure,
+        plan: &Plan,
         state: &ExecState,
         fx: Vec<Effect>,
     ) -> Result<Vec<Input>, Error> {
@@ -272,7 +273,12 @@ impl App {
                         "start-node" => Some(cmd.inputs_uri.clone()),
                         _ => output_uri,
                     };
-                    self.publish_node(&id, &node_id, phase, attempt, input_uri, output_uri, failure.as_ref()).await?;
+                    let parent =
+                        plan.parent_of(&node_id).filter(|_| !plan.nodes.contains_key(&node_id)).map(|p| p.id.clone());
+                    let is_parent = plan.nodes.get(&node_id).is_some_and(|n| n.branch.is_some());
+                    let meta = NodeMeta { parent, is_parent };
+                    self.publish_node(&id, &node_id, phase, attempt, input_uri, output_uri, failure.as_ref(), meta)
+                        .await?;
                 }
                 Effect::Dispatch { node_id, attempt } => {
                     if let Err(message) = self.dispatch(cmd, closure, state, &node_id, attempt).await? {
@@ -297,6 +303,22 @@ impl App {
                         .publish(subject, env.encode_to_vec().into())
                         .await
                         .map_err(|e| Error::Publish(e.to_string()))?;
+                }
+                Effect::Evaluate { node_id } => {
+                    let branch = plan.nodes.get(&node_id).and_then(|n| n.branch.as_ref());
+                    let node = find_node(closure, &node_id);
+                    let (Some(branch), Some(node)) = (branch, node) else {
+                        return Err(Error::Corrupt(format!("branch node `{node_id}` is not in the workflow")));
+                    };
+                    match self.resolve(cmd, state, &node.inputs).await? {
+                        Ok(inputs) => {
+                            // the branch's inputs are written like any node's, for the API to show
+                            self.blob.put(&Self::node_inputs_uri(cmd, &node_id), inputs.encode_to_vec()).await?;
+                            let decision = crate::domain::conditions::choose(&node_id, branch, &inputs);
+                            followups.push(Input::Branch { node_id, decision });
+                        }
+                        Err(message) => followups.push(Input::InputsFailed { node_id, message }),
+                    }
                 }
                 Effect::WriteOutputs => {
                     let primary = closure.primary.as_ref().and_then(|p| p.template.as_ref());
@@ -333,7 +355,7 @@ impl App {
                 continue;
             }
             changed = true;
-            pending.extend(self.perform(cmd, closure, state, fx).await?);
+            pending.extend(self.perform(cmd, closure, plan, state, fx).await?);
         }
         Ok(changed)
     }
@@ -375,8 +397,7 @@ impl App {
         attempt: u32,
     ) -> Result<Result<(), String>, Error> {
         let id = cmd.execution_id.clone().unwrap_or_default();
-        let primary = closure.primary.as_ref().and_then(|p| p.template.as_ref());
-        let Some(node) = primary.and_then(|t| t.nodes.iter().find(|n| n.id == node_id)) else {
+        let Some(node) = find_node(closure, node_id) else {
             return Ok(Err(format!("node `{node_id}` is not in the workflow")));
         };
         let Some(core::node::Target::TaskNode(tn)) = &node.target else {
@@ -488,6 +509,7 @@ impl App {
         input_uri: String,
         output_uri: Option<String>,
         failure: Option<&Failure>,
+        meta: NodeMeta,
     ) -> Result<(), Error> {
         let p = node_phase(phase);
         let output_result = match (output_uri, failure) {
@@ -507,6 +529,8 @@ impl App {
                 spec_node_id: node_id.to_string(),
                 node_name: node_id.to_string(),
                 retry_group: attempt.to_string(),
+                is_parent: meta.is_parent,
+                parent_node_metadata: meta.parent.map(|node_id| event::ParentNodeExecutionMetadata { node_id }),
                 input_value: (!input_uri.is_empty())
                     .then_some(event::node_execution_event::InputValue::InputUri(input_uri)),
                 output_result,
@@ -520,6 +544,30 @@ impl App {
 
 fn ignore_conflict(e: aloft_bus::Error) -> Result<u64, aloft_bus::Error> {
     if e.is_conflict() { Ok(0) } else { Err(e) }
+}
+
+/// How a node event relates to others: a branch node is a parent, its child names it.
+struct NodeMeta {
+    parent: Option<String>,
+    is_parent: bool,
+}
+
+/// A node of the primary workflow by id, including the children of branch nodes.
+fn find_node<'a>(closure: &'a CompiledWorkflowClosure, id: &str) -> Option<&'a core::Node> {
+    fn walk<'a>(n: &'a core::Node, id: &str) -> Option<&'a core::Node> {
+        if n.id == id {
+            return Some(n);
+        }
+        let Some(core::node::Target::BranchNode(b)) = &n.target else { return None };
+        let ie = b.if_else.as_ref()?;
+        let mut children: Vec<&core::Node> =
+            ie.case.iter().map(|c| &**c).chain(ie.other.iter()).filter_map(|c| c.then_node.as_deref()).collect();
+        if let Some(core::if_else_block::Default::ElseNode(e)) = &ie.default {
+            children.push(e);
+        }
+        children.into_iter().find_map(|c| walk(c, id))
+    }
+    closure.primary.as_ref()?.template.as_ref()?.nodes.iter().find_map(|n| walk(n, id))
 }
 
 /// Node ids referenced by promises anywhere in the bindings.

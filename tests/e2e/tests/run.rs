@@ -416,3 +416,19 @@ fn process_alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
+
+/// A conditional (`conditional().if_().then().else_()`): one execution takes each side; the branch
+/// node lists only the child it ran, and its output feeds the next node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_runs_one_side() -> Result<()> {
+    let s = Stack::start(Store::Local).await?;
+    let good = s.run_ok("branch1", "branches.py", "train_if_good", &["--rows", "80"]).await?;
+    let f = s.inspect("branch1").await?;
+    expect(&f, "/phase", json!("SUCCEEDED"))?;
+    expect(&f, "/outputs", json!({"o0": "TRAINED ON QUALITY 0.8"}))?;
+    let bad = s.run_ok("branch2", "branches.py", "train_if_good", &["--rows", "20"]).await?;
+    let f = s.inspect("branch2").await?;
+    expect(&f, "/outputs", json!({"o0": "SKIPPED TRAINING: QUALITY 0.2 TOO LOW"}))?;
+    report("branches", &[("pyflyte run --wait, then side", good.elapsed), ("else side", bad.elapsed)]);
+    s.stop().await
+}

@@ -79,6 +79,9 @@ pub struct NodeState {
     pub output_uri: Option<String>,
     /// Error of the failed node.
     pub failure: Option<Failure>,
+    /// For a branch node: the id of the child that runs (its attempts are counted here).
+    #[serde(default)]
+    pub chosen: Option<String>,
 }
 
 /// What the scheduler keeps per execution (stored in the KV bucket between messages).
@@ -131,6 +134,13 @@ pub enum Input {
         node_id: String,
         /// Why.
         message: String,
+    },
+    /// A branch node's conditions were evaluated.
+    Branch {
+        /// The branch node.
+        node_id: String,
+        /// The child to run, or why the branch fails.
+        decision: Result<String, String>,
     },
     /// Terminate.
     Abort {
@@ -187,6 +197,11 @@ pub enum Effect {
     },
     /// Resolve the workflow's output bindings and write `M/outputs.pb`.
     WriteOutputs,
+    /// Resolve a branch node's inputs, evaluate its conditions and answer with `Input::Branch`.
+    Evaluate {
+        /// The branch node.
+        node_id: String,
+    },
 }
 
 /// The initial state: every node waiting.
@@ -206,6 +221,7 @@ pub fn initial(plan: &Plan) -> ExecState {
                         system_failures: 0,
                         output_uri: None,
                         failure: None,
+                        chosen: None,
                     },
                 )
             })
@@ -231,7 +247,24 @@ pub fn decide(state: &mut ExecState, input: Input, plan: &Plan, limits: Limits) 
                 failure: None,
             });
         }
-        Input::Attempt { node_id, attempt, outcome } => {
+        Input::Attempt { node_id: attempt_id, attempt, outcome } => {
+            // The attempt belongs to a task node, or to the chosen child of a branch node, whose
+            // progress is kept on the branch node; events go to the child, then the branch.
+            let (node_id, retries, mut event_ids) = match plan.nodes.get(&attempt_id) {
+                Some(p) => (attempt_id.clone(), p.retries, vec![attempt_id.clone()]),
+                None => match plan.parent_of(&attempt_id) {
+                    Some(parent) if state.nodes[&parent.id].chosen.as_deref() == Some(attempt_id.as_str()) => {
+                        let retries = parent
+                            .branch
+                            .as_ref()
+                            .and_then(|b| b.children().find(|c| c.id == attempt_id))
+                            .map(|c| c.retries)
+                            .unwrap_or(0);
+                        (parent.id.clone(), retries, vec![attempt_id.clone(), parent.id.clone()])
+                    }
+                    _ => return fx,
+                },
+            };
             let Some(node) = state.nodes.get_mut(&node_id) else { return fx };
             if node.status != NodeStatus::Running || node.attempt != attempt {
                 return fx; // a duplicate or a stale attempt
@@ -240,17 +273,19 @@ pub fn decide(state: &mut ExecState, input: Input, plan: &Plan, limits: Limits) 
                 Outcome::Succeeded { output_uri } => {
                     node.status = NodeStatus::Succeeded;
                     node.output_uri = Some(output_uri.clone());
-                    fx.push(Effect::NodeEvent {
-                        node_id,
-                        phase: NodeStatus::Succeeded,
-                        attempt,
-                        output_uri: Some(output_uri),
-                        failure: None,
-                    });
+                    for id in event_ids {
+                        fx.push(Effect::NodeEvent {
+                            node_id: id,
+                            phase: NodeStatus::Succeeded,
+                            attempt,
+                            output_uri: Some(output_uri.clone()),
+                            failure: None,
+                        });
+                    }
                 }
                 Outcome::Failed { failure, retryable } => {
                     let budget_left = if failure.user {
-                        node.user_failures < plan.nodes.get(&node_id).map(|n| n.retries).unwrap_or(0)
+                        node.user_failures < retries
                     } else {
                         node.system_failures < limits.system_retries
                     };
@@ -261,30 +296,34 @@ pub fn decide(state: &mut ExecState, input: Input, plan: &Plan, limits: Limits) 
                             node.system_failures += 1;
                         }
                         node.attempt += 1;
-                        fx.push(Effect::Dispatch { node_id, attempt: node.attempt });
+                        fx.push(Effect::Dispatch { node_id: attempt_id, attempt: node.attempt });
                     } else {
                         let phase = if failure.code == "Timeout" { NodeStatus::TimedOut } else { NodeStatus::Failed };
                         node.status = phase;
                         node.failure = Some(failure.clone());
-                        fx.push(Effect::NodeEvent {
-                            node_id: node_id.clone(),
-                            phase,
-                            attempt,
-                            output_uri: None,
-                            failure: Some(failure.clone()),
-                        });
+                        for id in event_ids.drain(..) {
+                            fx.push(Effect::NodeEvent {
+                                node_id: id,
+                                phase,
+                                attempt,
+                                output_uri: None,
+                                failure: Some(failure.clone()),
+                            });
+                        }
                         fail(state, plan, node_id, failure, &mut fx);
                     }
                 }
                 Outcome::Aborted => {
                     node.status = NodeStatus::Aborted;
-                    fx.push(Effect::NodeEvent {
-                        node_id: node_id.clone(),
-                        phase: NodeStatus::Aborted,
-                        attempt,
-                        output_uri: None,
-                        failure: None,
-                    });
+                    for id in event_ids {
+                        fx.push(Effect::NodeEvent {
+                            node_id: id,
+                            phase: NodeStatus::Aborted,
+                            attempt,
+                            output_uri: None,
+                            failure: None,
+                        });
+                    }
                     let failure = Failure {
                         code: "Aborted".into(),
                         message: format!("node {node_id} was aborted"),
@@ -296,6 +335,11 @@ pub fn decide(state: &mut ExecState, input: Input, plan: &Plan, limits: Limits) 
             }
         }
         Input::InputsFailed { node_id, message } => {
+            // a branch child's inputs count as its branch node's
+            let node_id = match plan.parent_of(&node_id) {
+                Some(parent) if !plan.nodes.contains_key(&node_id) => parent.id.clone(),
+                _ => node_id,
+            };
             let Some(node) = state.nodes.get_mut(&node_id) else { return fx };
             if node.status != NodeStatus::Running {
                 return fx;
@@ -312,6 +356,53 @@ pub fn decide(state: &mut ExecState, input: Input, plan: &Plan, limits: Limits) 
                 failure: Some(failure.clone()),
             });
             fail(state, plan, node_id, failure, &mut fx);
+        }
+        Input::Branch { node_id, decision } => {
+            let Some(node) = state.nodes.get_mut(&node_id) else { return fx };
+            if node.status != NodeStatus::Running || node.chosen.is_some() {
+                return fx; // a duplicate
+            }
+            match decision {
+                Ok(child) => {
+                    node.chosen = Some(child.clone());
+                    let others: Vec<String> = plan.nodes[&node_id]
+                        .branch
+                        .as_ref()
+                        .map(|b| b.children().map(|c| c.id.clone()).filter(|c| *c != child).collect())
+                        .unwrap_or_default();
+                    for other in others {
+                        fx.push(Effect::NodeEvent {
+                            node_id: other,
+                            phase: NodeStatus::Skipped,
+                            attempt: 0,
+                            output_uri: None,
+                            failure: None,
+                        });
+                    }
+                    fx.push(Effect::NodeEvent {
+                        node_id: child.clone(),
+                        phase: NodeStatus::Running,
+                        attempt: 0,
+                        output_uri: None,
+                        failure: None,
+                    });
+                    fx.push(Effect::Dispatch { node_id: child, attempt: 0 });
+                }
+                Err(message) => {
+                    let failure =
+                        Failure { code: "BranchFailed".into(), message, user: true, error_uri: String::new() };
+                    node.status = NodeStatus::Failed;
+                    node.failure = Some(failure.clone());
+                    fx.push(Effect::NodeEvent {
+                        node_id: node_id.clone(),
+                        phase: NodeStatus::Failed,
+                        attempt: 0,
+                        output_uri: None,
+                        failure: Some(failure.clone()),
+                    });
+                    fail(state, plan, node_id, failure, &mut fx);
+                }
+            }
         }
         Input::Abort { cause } => {
             kill_running(state, &mut fx);
@@ -342,14 +433,19 @@ fn kill_running(state: &mut ExecState, fx: &mut Vec<Effect>) {
     for (id, n) in state.nodes.iter_mut() {
         if n.status == NodeStatus::Running {
             n.status = NodeStatus::Aborted;
-            fx.push(Effect::Kill { node_id: id.clone(), attempt: n.attempt });
-            fx.push(Effect::NodeEvent {
-                node_id: id.clone(),
-                phase: NodeStatus::Aborted,
-                attempt: n.attempt,
-                output_uri: None,
-                failure: None,
-            });
+            // a branch node's attempts run under its chosen child's id
+            let running = n.chosen.clone().unwrap_or_else(|| id.clone());
+            fx.push(Effect::Kill { node_id: running.clone(), attempt: n.attempt });
+            let ids = if running == *id { vec![running] } else { vec![running, id.clone()] };
+            for event_id in ids {
+                fx.push(Effect::NodeEvent {
+                    node_id: event_id,
+                    phase: NodeStatus::Aborted,
+                    attempt: n.attempt,
+                    output_uri: None,
+                    failure: None,
+                });
+            }
         }
     }
 }
@@ -380,7 +476,11 @@ fn advance(state: &mut ExecState, plan: &Plan, limits: Limits, fx: &mut Vec<Effe
                 output_uri: None,
                 failure: None,
             });
-            fx.push(Effect::Dispatch { node_id: id, attempt: 0 });
+            if plan.nodes[&id].branch.is_some() {
+                fx.push(Effect::Evaluate { node_id: id });
+            } else {
+                fx.push(Effect::Dispatch { node_id: id, attempt: 0 });
+            }
         }
     }
     if running > 0 {

@@ -12,12 +12,53 @@ pub struct PlanNode {
     pub id: String,
     /// Nodes that must succeed first (never `start-node`).
     pub upstream: BTreeSet<String>,
-    /// The task it runs.
+    /// The task it runs (for a branch node: unused; its children have their own).
     pub task: Identifier,
     /// Extra attempts allowed for recoverable user errors.
     pub retries: u32,
     /// Kill an attempt after this long.
     pub timeout: Option<prost_types::Duration>,
+    /// A branch node's cases; `None` for a task node.
+    pub branch: Option<Branch>,
+}
+
+/// A task node run as the chosen child of a branch node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Child {
+    /// Its unique node id (`<branch>-<id>` as the compiler renamed it).
+    pub id: String,
+    /// Extra attempts allowed for recoverable user errors.
+    pub retries: u32,
+}
+
+/// What a branch node does: the first case whose condition holds runs its child.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Branch {
+    /// Conditions and children, in order (`if`, then every `elif`).
+    pub cases: Vec<(core::BooleanExpression, Child)>,
+    /// `else`: a child, an error message, or nothing (no case held: the branch fails).
+    pub otherwise: Otherwise,
+}
+
+/// The `else` of a branch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Otherwise {
+    /// Run this child.
+    Child(Child),
+    /// Fail with this message (`conditional(...).else_().fail("...")`).
+    Fail(String),
+    /// No `else`.
+    Nothing,
+}
+
+impl Branch {
+    /// Every child, for SKIPPED events and lookups.
+    pub fn children(&self) -> impl Iterator<Item = &Child> {
+        self.cases.iter().map(|(_, c)| c).chain(match &self.otherwise {
+            Otherwise::Child(c) => Some(c),
+            _ => None,
+        })
+    }
 }
 
 /// A workflow reduced to what scheduling needs.
@@ -32,8 +73,7 @@ pub struct Plan {
 /// The node kinds this scheduler runs so far; anything else fails the execution with this message.
 fn unsupported(node: &core::Node) -> Option<&'static str> {
     match &node.target {
-        Some(Target::TaskNode(_)) => None,
-        Some(Target::BranchNode(_)) => Some("branch nodes"),
+        Some(Target::TaskNode(_)) | Some(Target::BranchNode(_)) => None,
         Some(Target::WorkflowNode(w)) => Some(match &w.reference {
             Some(core::workflow_node::Reference::LaunchplanRef(_)) => "launch plan nodes",
             _ => "sub-workflow nodes",
@@ -44,7 +84,60 @@ fn unsupported(node: &core::Node) -> Option<&'static str> {
     }
 }
 
+/// The task, retries and timeout of a task node (node metadata over task metadata).
+type Task = (Identifier, u32, Option<prost_types::Duration>);
+
+fn task_of(
+    n: &core::Node,
+    retries_of: &dyn Fn(&Identifier) -> u32,
+    timeout_of: &dyn Fn(&Identifier) -> Option<prost_types::Duration>,
+) -> Result<Task, String> {
+    let Some(Target::TaskNode(t)) = &n.target else {
+        return Err(format!("node `{}`: only task nodes can run here", n.id));
+    };
+    let Some(task_node::Reference::ReferenceId(task)) = &t.reference else {
+        return Err(format!("node `{}` has no task reference", n.id));
+    };
+    let meta = n.metadata.as_ref();
+    let retries =
+        meta.and_then(|m| m.retries.as_ref()).map(|r| r.retries).filter(|r| *r > 0).unwrap_or_else(|| retries_of(task));
+    let timeout = meta.and_then(|m| m.timeout).filter(|d| d.seconds > 0 || d.nanos > 0).or_else(|| timeout_of(task));
+    Ok((task.clone(), retries, timeout))
+}
+
+fn branch_of(n: &core::Node, b: &core::BranchNode, retries_of: &dyn Fn(&Identifier) -> u32) -> Result<Branch, String> {
+    let ie = b.if_else.as_ref().ok_or_else(|| format!("branch node `{}` has no cases", n.id))?;
+    let child = |node: &core::Node| -> Result<Child, String> {
+        if !matches!(node.target, Some(Target::TaskNode(_))) {
+            return Err(format!(
+                "branch node `{}`: child `{}` is not a task node; nested branches and sub-workflows under a branch are not supported yet",
+                n.id, node.id
+            ));
+        }
+        let (_, retries, _) = task_of(node, retries_of, &|_| None)?;
+        Ok(Child { id: node.id.clone(), retries })
+    };
+    let mut cases = Vec::new();
+    for block in ie.case.iter().map(|b| &**b).chain(ie.other.iter()) {
+        let condition =
+            block.condition.clone().ok_or_else(|| format!("branch node `{}`: a case has no condition", n.id))?;
+        let then = block.then_node.as_deref().ok_or_else(|| format!("branch node `{}`: a case has no node", n.id))?;
+        cases.push((condition, child(then)?));
+    }
+    let otherwise = match &ie.default {
+        Some(core::if_else_block::Default::ElseNode(e)) => Otherwise::Child(child(e)?),
+        Some(core::if_else_block::Default::Error(e)) => Otherwise::Fail(e.message.clone()),
+        None => Otherwise::Nothing,
+    };
+    Ok(Branch { cases, otherwise })
+}
+
 impl Plan {
+    /// The branch node whose child has this id.
+    pub fn parent_of(&self, child_id: &str) -> Option<&PlanNode> {
+        self.nodes.values().find(|n| n.branch.as_ref().is_some_and(|b| b.children().any(|c| c.id == child_id)))
+    }
+
     /// Builds the plan of the primary workflow.
     pub fn from_closure(closure: &CompiledWorkflowClosure) -> Result<Plan, String> {
         let primary =
@@ -78,20 +171,23 @@ impl Plan {
             if let Some(kind) = unsupported(n) {
                 return Err(format!("node `{}`: {kind} are not supported by this scheduler yet", n.id));
             }
-            let Some(Target::TaskNode(t)) = &n.target else { unreachable!("checked above") };
-            let Some(task_node::Reference::ReferenceId(task)) = &t.reference else {
-                return Err(format!("node `{}` has no task reference", n.id));
-            };
-            let meta = n.metadata.as_ref();
-            let retries = meta
-                .and_then(|m| m.retries.as_ref())
-                .map(|r| r.retries)
-                .filter(|r| *r > 0)
-                .unwrap_or_else(|| retries_of(task));
-            let timeout =
-                meta.and_then(|m| m.timeout).filter(|d| d.seconds > 0 || d.nanos > 0).or_else(|| timeout_of(task));
-            let upstream = n.upstream_node_ids.iter().filter(|u| *u != "start-node").cloned().collect();
-            nodes.insert(n.id.clone(), PlanNode { id: n.id.clone(), upstream, task: task.clone(), retries, timeout });
+            let upstream: BTreeSet<String> =
+                n.upstream_node_ids.iter().filter(|u| *u != "start-node").cloned().collect();
+            if let Some(Target::BranchNode(b)) = &n.target {
+                let branch = branch_of(n, b, &retries_of)?;
+                let node = PlanNode {
+                    id: n.id.clone(),
+                    upstream,
+                    task: Identifier::default(),
+                    retries: 0,
+                    timeout: None,
+                    branch: Some(branch),
+                };
+                nodes.insert(n.id.clone(), node);
+                continue;
+            }
+            let (task, retries, timeout) = task_of(n, &retries_of, &timeout_of)?;
+            nodes.insert(n.id.clone(), PlanNode { id: n.id.clone(), upstream, task, retries, timeout, branch: None });
         }
         for n in nodes.values() {
             if let Some(missing) = n.upstream.iter().find(|u| !nodes.contains_key(*u)) {

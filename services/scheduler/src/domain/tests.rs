@@ -20,6 +20,7 @@ fn plan(edges: &[(&str, &[&str])], retries: u32, keep_going: bool) -> Plan {
                     task: Identifier::default(),
                     retries,
                     timeout: None,
+                    branch: None,
                 },
             )
         })
@@ -210,7 +211,7 @@ proptest! {
         let names: Vec<String> = (0..edges.len()).map(|i| format!("n{i}")).collect();
         let nodes: BTreeMap<String, PlanNode> = edges.iter().enumerate().map(|(i, up)| {
             let upstream = up.iter().filter(|u| **u < i).map(|u| names[*u].clone()).collect();
-            (names[i].clone(), PlanNode { id: names[i].clone(), upstream, task: Identifier::default(), retries: 1, timeout: None })
+            (names[i].clone(), PlanNode { id: names[i].clone(), upstream, task: Identifier::default(), retries: 1, timeout: None, branch: None })
         }).collect();
         let p = Plan { nodes, fail_after_executable_nodes_complete: false };
         let limits = Limits { max_parallelism: par, system_retries: 10 };
@@ -239,4 +240,43 @@ proptest! {
         prop_assert!(successes.values().all(|n| *n == 1));
         prop_assert_eq!(successes.len(), p.nodes.len());
     }
+}
+
+#[test]
+fn branch_runs_the_chosen_child_and_skips_the_other() {
+    use super::plan::{Branch, Child, Otherwise};
+    let mut p = plan(&[("n0", &[]), ("n1", &["n0"]), ("n2", &["n1"])], 0, false);
+    let child = |id: &str| Child { id: id.into(), retries: 1 };
+    p.nodes.get_mut("n1").unwrap().branch =
+        Some(Branch { cases: vec![(Default::default(), child("n1-n0"))], otherwise: Otherwise::Child(child("n1-n1")) });
+    let mut s = initial(&p);
+    decide(&mut s, Input::Start, &p, NO_LIMIT);
+    let fx = decide(&mut s, ok("n0", 0), &p, NO_LIMIT);
+    assert!(fx.contains(&Effect::Evaluate { node_id: "n1".into() }), "a branch is evaluated, not dispatched");
+    assert!(dispatched(&fx).is_empty());
+    let fx = decide(&mut s, Input::Branch { node_id: "n1".into(), decision: Ok("n1-n1".into()) }, &p, NO_LIMIT);
+    assert_eq!(dispatched(&fx), vec![("n1-n1".into(), 0)]);
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::NodeEvent { node_id, phase: NodeStatus::Skipped, .. } if node_id == "n1-n0"))
+    );
+    // the child's retries apply, and its attempts are counted on the branch node
+    let fx = decide(&mut s, failed("n1-n1", 0, true, true), &p, NO_LIMIT);
+    assert_eq!(dispatched(&fx), vec![("n1-n1".into(), 1)]);
+    let fx = decide(&mut s, ok("n1-n1", 1), &p, NO_LIMIT);
+    assert_eq!(dispatched(&fx), vec![("n2".into(), 0)], "the branch's output feeds the next node");
+    assert_eq!(s.nodes["n1"].output_uri.as_deref(), Some("/o/n1-n1/1"));
+    let fx = decide(&mut s, ok("n2", 0), &p, NO_LIMIT);
+    assert_eq!(workflow_phase(&fx), Some(WfStatus::Succeeded));
+}
+
+#[test]
+fn a_branch_without_a_match_fails_the_workflow() {
+    let mut p = plan(&[("n0", &[])], 0, false);
+    p.nodes.get_mut("n0").unwrap().branch =
+        Some(super::plan::Branch { cases: vec![], otherwise: super::plan::Otherwise::Fail("no data".into()) });
+    let mut s = initial(&p);
+    decide(&mut s, Input::Start, &p, NO_LIMIT);
+    let fx = decide(&mut s, Input::Branch { node_id: "n0".into(), decision: Err("no data".into()) }, &p, NO_LIMIT);
+    assert_eq!(workflow_phase(&fx), Some(WfStatus::Failed));
 }
