@@ -50,7 +50,8 @@ pub fn timestamp(micros: i64) -> prost_types::Timestamp {
     }
 }
 
-fn decode<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M> {
+/// Decodes a stored message; a failure means the database holds something we did not write.
+pub(crate) fn decode<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M> {
     M::decode(bytes).map_err(|e| Error::Internal(format!("stored {what} does not decode: {e}")))
 }
 

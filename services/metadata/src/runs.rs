@@ -22,17 +22,13 @@ use prost::Message;
 use crate::adapters::store::{
     EXECUTION_COLUMNS, ExecutionRow, ListQuery, NODE_COLUMNS, NodeRow, TASK_COLUMNS, TaskRow,
 };
-use crate::app::{App, Page, now_micros, timestamp};
+use crate::app::{App, Page, decode, now_micros, timestamp};
 use crate::domain::executions::{self as rules, NodeRecord, TaskRecord};
 use crate::domain::{filters, ids};
 use crate::error::{Error, Result};
 
 /// How many times an event is re-applied when another writer changed the same record meanwhile.
 const CONFLICT_RETRIES: usize = 20;
-
-fn decode<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M> {
-    M::decode(bytes).map_err(|e| Error::Internal(format!("stored {what} does not decode: {e}")))
-}
 
 fn exec_display(id: &WorkflowExecutionIdentifier) -> String {
     format!("{}/{}/{}", id.project, id.domain, id.name)
