@@ -325,3 +325,59 @@ mod tests {
         assert!(headers_map(None).is_empty());
     }
 }
+
+/// What a handler decided about one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// Applied: ack it.
+    Done,
+    /// Can never be applied (malformed, or refers to something corrupt): terminate it, with why.
+    Drop(String),
+    /// Not applied now (a dependency is down): redeliver after the delay, with why.
+    Retry(String, Duration),
+}
+
+impl Consumer {
+    /// Pulls batches of up to `batch` messages until `shutdown` is cancelled, and settles each one
+    /// as `handle` decides. A batch in hand is finished even if shutdown arrives meanwhile; a
+    /// failed fetch is retried after a short pause. At-least-once: a message is acked only after
+    /// its handler returned [`Handled::Done`].
+    pub async fn process<F, Fut>(&self, batch: usize, shutdown: &aloft_runtime::Shutdown, mut handle: F)
+    where
+        F: FnMut(Envelope) -> Fut,
+        Fut: std::future::Future<Output = Handled>,
+    {
+        loop {
+            let fetched = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                b = self.fetch(batch, Duration::from_secs(1)) => b,
+            };
+            let deliveries = match fetched {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, consumer = self.name(), "fetch failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            for d in deliveries {
+                let id = d.envelope().id.clone();
+                match handle(d.envelope().clone()).await {
+                    Handled::Done => {
+                        if let Err(e) = d.ack().await {
+                            tracing::warn!(error = %e, %id, "ack failed; the message will be redelivered and found done");
+                        }
+                    }
+                    Handled::Drop(reason) => {
+                        tracing::error!(%reason, %id, consumer = self.name(), "message cannot be applied; dropped");
+                        let _ = d.term().await;
+                    }
+                    Handled::Retry(reason, delay) => {
+                        tracing::warn!(%reason, %id, consumer = self.name(), "message not applied; retrying later");
+                        let _ = d.nak_with_delay(delay).await;
+                    }
+                }
+            }
+        }
+    }
+}

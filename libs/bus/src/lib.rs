@@ -19,7 +19,7 @@ mod trace;
 
 pub use bus::{Bus, MSG_ID_HEADER, Published};
 pub use config::BusConfig;
-pub use consumer::{Consumer, Deliveries, Delivery, KeepAlive};
+pub use consumer::{Consumer, Deliveries, Delivery, Handled, KeepAlive};
 pub use error::{BoxError, Error, Result};
 pub use kv::{KvBucket, KvEntry};
 pub use topology::{

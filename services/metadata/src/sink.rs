@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use aloft_bus::{Bus, StreamKind};
+use aloft_bus::{Bus, Handled, StreamKind};
 use tokio::task::JoinHandle;
 
 use crate::app::App;
@@ -18,38 +18,18 @@ pub async fn spawn(app: App, bus: Bus, shutdown: aloft_runtime::Shutdown) -> Res
     let filter = bus.topology().events_filter(None, None, None);
     let consumer = bus.consumer(CONSUMER, &[filter], StreamKind::Events).await?;
     Ok(tokio::spawn(async move {
-        loop {
-            let batch = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                b = consumer.fetch(64, Duration::from_secs(1)) => b,
-            };
-            let deliveries = match batch {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::warn!(error = %e, "event fetch failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            };
-            // In-flight deliveries are finished even when shutdown arrives meanwhile.
-            for d in deliveries {
-                match app.apply_envelope(d.envelope()).await {
-                    Ok(()) => {
-                        if let Err(e) = d.ack().await {
-                            tracing::warn!(error = %e, "event ack failed; it will be redelivered and ignored");
-                        }
-                    }
-                    Err(crate::error::Error::InvalidArgument(m)) => {
-                        tracing::warn!(reason = %m, "malformed event dropped");
-                        let _ = d.term().await;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "event not applied; redelivering later");
-                        let _ = d.nak_with_delay(Duration::from_secs(2)).await;
+        consumer
+            .process(64, &shutdown, |envelope| {
+                let app = app.clone();
+                async move {
+                    match app.apply_envelope(&envelope).await {
+                        Ok(()) => Handled::Done,
+                        Err(crate::error::Error::InvalidArgument(m)) => Handled::Drop(format!("malformed event: {m}")),
+                        Err(e) => Handled::Retry(e.to_string(), Duration::from_secs(2)),
                     }
                 }
-            }
-        }
+            })
+            .await;
         tracing::info!("event sink stopped");
     }))
 }

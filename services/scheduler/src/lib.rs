@@ -100,45 +100,26 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
 /// Pulls messages and applies them until `shutdown`. A message is acked only after its effects and
 /// the new state are stored; a failure naks it with a delay, so it is retried, not lost.
 async fn consume(app: app::App, consumer: aloft_bus::Consumer, shutdown: Shutdown) {
-    use std::time::Duration;
-    loop {
-        let batch = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            b = consumer.fetch(32, Duration::from_secs(1)) => b,
-        };
-        let deliveries = match batch {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(error = %e, consumer = consumer.name(), "fetch failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        for d in deliveries {
-            use aloft_proto::aloft::v1::envelope::Body;
-            let result = match &d.envelope().body {
-                Some(Body::Execute(cmd)) => app.execute(cmd).await,
-                Some(Body::Abort(cmd)) => app.abort(cmd).await,
-                Some(Body::TaskEvent(ev)) => app.task_event(ev).await,
-                _ => Ok(()),
-            };
-            match result {
-                Ok(()) => {
-                    if let Err(e) = d.ack().await {
-                        tracing::warn!(error = %e, "ack failed; the message will be redelivered and found done");
-                    }
-                }
-                Err(error::Error::Corrupt(m)) => {
-                    tracing::error!(reason = %m, id = %d.envelope().id, "message cannot be applied; dropped");
-                    let _ = d.term().await;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, id = %d.envelope().id, "message not applied; retrying later");
-                    let _ = d.nak_with_delay(Duration::from_secs(1)).await;
+    use aloft_bus::Handled;
+    use aloft_proto::aloft::v1::envelope::Body;
+    consumer
+        .process(32, &shutdown, |envelope| {
+            let app = app.clone();
+            async move {
+                let result = match &envelope.body {
+                    Some(Body::Execute(cmd)) => app.execute(cmd).await,
+                    Some(Body::Abort(cmd)) => app.abort(cmd).await,
+                    Some(Body::TaskEvent(ev)) => app.task_event(ev).await,
+                    _ => Ok(()),
+                };
+                match result {
+                    Ok(()) => Handled::Done,
+                    Err(error::Error::Corrupt(m)) => Handled::Drop(m),
+                    Err(e) => Handled::Retry(e.to_string(), std::time::Duration::from_secs(1)),
                 }
             }
-        }
-    }
+        })
+        .await;
 }
 
 /// Runs the scheduler until `shutdown` resolves.
