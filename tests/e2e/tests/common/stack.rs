@@ -6,6 +6,8 @@
 //! Included only by the test binaries that run workflows (`#[path]`), so the registry tests do not
 //! depend on the scheduler and executor.
 
+#![allow(dead_code)] // each test binary uses a different subset
+
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;
@@ -47,6 +49,8 @@ pub struct Stack {
     pub scratch: PathBuf,
     /// The flytekit venv with a private HOME.
     pub venv: Venv,
+    /// The bus (unique prefixes) the services share; tests start more services on it.
+    pub bus: BusConfig,
     db: TestDb,
     config_path: PathBuf,
     scheduler: aloft_scheduler::Running,
@@ -109,6 +113,7 @@ impl Stack {
         let db = TestDb::create(db, tmp.path()).await?;
         let mut md_config = Metadata::config(&db.url, storage.clone());
         md_config.bus = Some(bus.clone());
+        let shared_bus = bus.clone();
         let metadata = Metadata::start_with(md_config).await?;
 
         let workers = CancellationToken::new();
@@ -159,6 +164,7 @@ impl Stack {
             workdir,
             scratch,
             venv,
+            bus: shared_bus,
             db,
             config_path,
             scheduler,
@@ -261,6 +267,11 @@ impl Stack {
         let path = self.workdir.join(name);
         std::fs::write(&path, content)?;
         Ok(path)
+    }
+
+    /// The metadata database's URL (other services may keep their own tables in it).
+    pub fn database_url(&self) -> &str {
+        &self.db.url
     }
 
     /// Where the shared scratch directory is, as a task input.
