@@ -84,6 +84,26 @@ impl App {
         }
     }
 
+    /// A dynamic node's workflow: the scheduler compiles `futures.pb` into `futures_compiled.pb`
+    /// next to it (flytekit maps the dynamic node's children through this closure).
+    async fn dynamic_workflow(&self, spec_uri: &str) -> Result<Option<admin::DynamicWorkflowNodeMetadata>> {
+        let Some(dir) = spec_uri.strip_suffix("/futures.pb") else { return Ok(None) };
+        let uri = format!("{dir}/futures_compiled.pb");
+        let bytes = match self.blob.get(&uri).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let compiled = aloft_proto::flyteidl::core::CompiledWorkflowClosure::decode(bytes.as_ref())
+            .map_err(|e| Error::Internal(format!("{uri} is not a compiled workflow: {e}")))?;
+        let id = compiled.primary.as_ref().and_then(|p| p.template.as_ref()).and_then(|t| t.id.clone());
+        Ok(Some(admin::DynamicWorkflowNodeMetadata {
+            id,
+            compiled_workflow: Some(compiled),
+            dynamic_job_spec_uri: spec_uri.to_string(),
+        }))
+    }
+
     /// The task id of a single-task execution becomes a synthesized workflow and launch plan, as
     /// FlyteAdmin does; both are registered once and reused.
     async fn launch_plan_for_task(&self, task_id: &Identifier) -> Result<Identifier> {
@@ -448,12 +468,13 @@ impl App {
         };
         let (full_inputs, inputs) = self.data(&row.input_uri).await?;
         let (full_outputs, outputs) = self.data(&out_uri).await?;
+        let dynamic_workflow = self.dynamic_workflow(&closure.dynamic_job_spec_uri).await?;
         Ok(admin::NodeExecutionGetDataResponse {
             inputs,
             outputs,
             full_inputs,
             full_outputs,
-            dynamic_workflow: None,
+            dynamic_workflow,
             flyte_urls: None,
         })
     }
@@ -484,6 +505,12 @@ impl App {
         let f = filters::parse(&req.filters)?;
         let (limit, offset) = filters::page(req.limit, &req.token, 1000)?;
         let order_by = filters::order_by(req.sort_by.as_ref(), TASK_COLUMNS, "created_at ASC")?;
+        // A map task's sub-tasks run as child nodes `<node>-<index>`; like Flyte, their attempts are
+        // listed as the array node's task executions.
+        let is_array = match self.store.get_node(&exec.project, &exec.domain, &exec.name, &node).await? {
+            Some(row) => decode::<admin::NodeExecutionMetaData>(&row.metadata, "node metadata")?.is_array,
+            None => false,
+        };
         let rows = self
             .store
             .list_task_executions(
@@ -491,6 +518,7 @@ impl App {
                 &exec.domain,
                 &exec.name,
                 &node,
+                is_array,
                 &ListQuery { filters: &f, order_by, limit, offset },
             )
             .await?;

@@ -3,7 +3,7 @@
 //! compare-and-set, then ack. Effects come before the state write, and all are idempotent, so a
 //! crash anywhere replays the same decision instead of losing or duplicating work.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use aloft_blob::BlobStore;
@@ -16,13 +16,16 @@ use aloft_proto::flyteidl::core::{
 };
 use aloft_proto::flyteidl::event::{self as event, NodeExecutionEvent, TaskExecutionEvent, WorkflowExecutionEvent};
 use bytes::Bytes;
+use futures::StreamExt;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use crate::domain::bindings;
-use crate::domain::machine::{self, Effect, ExecState, Failure, Input, Limits, NodeStatus, Outcome, WfStatus};
-use crate::domain::plan::Plan;
+use crate::domain::machine::{
+    self, Context, Effect, ExecState, Failure, Input, Items, Limits, NodeEvent, NodeStatus, Outcome, WfStatus, layout,
+};
+use crate::domain::plan::{Catalog, Kind, PlanNode, ROOT};
 use crate::error::Error;
 
 /// How often a decision is retried when another replica changed the same execution meanwhile.
@@ -36,8 +39,8 @@ struct Stored {
     state: ExecState,
 }
 
-/// A compiled closure and the plan derived from it (or why it cannot be run).
-type Loaded = (CompiledWorkflowClosure, Result<Plan, String>);
+/// A compiled closure's catalog (or why it cannot be run).
+type Loaded = Result<Catalog, String>;
 
 /// Shared state of the scheduler's consumers.
 #[derive(Clone)]
@@ -54,6 +57,14 @@ pub struct App {
     pub system_retries: u32,
     /// Compiled closures by URI: immutable, so cached forever (bounded by the number of running workflows).
     closures: Arc<Mutex<HashMap<String, Arc<Loaded>>>>,
+    /// Compiled dynamic workflows by URI, as catalogs.
+    dynamics: Arc<Mutex<HashMap<String, Arc<Catalog>>>>,
+}
+
+/// Where a scope's nodes are: their unique-id prefix and the scope's `start-node` inputs.
+struct Scope {
+    prefix: String,
+    inputs_uri: String,
 }
 
 fn key(id: &WorkflowExecutionIdentifier) -> String {
@@ -69,6 +80,7 @@ fn node_phase(s: NodeStatus) -> NodePhase {
     match s {
         NodeStatus::Waiting => NodePhase::Queued,
         NodeStatus::Running => NodePhase::Running,
+        NodeStatus::Dynamic => NodePhase::DynamicRunning,
         NodeStatus::Succeeded => NodePhase::Succeeded,
         NodeStatus::Failed => NodePhase::Failed,
         NodeStatus::TimedOut => NodePhase::TimedOut,
@@ -101,7 +113,7 @@ fn execution_error(f: &Failure) -> core::ExecutionError {
 impl App {
     /// Builds the shell around an existing bus, bucket and store.
     pub fn new(bus: Bus, kv: KvBucket, blob: BlobStore, queue: String, system_retries: u32) -> App {
-        App { bus, kv, blob, queue, system_retries, closures: Arc::default() }
+        App { bus, kv, blob, queue, system_retries, closures: Arc::default(), dynamics: Arc::default() }
     }
 
     async fn closure(&self, uri: &str) -> Result<Arc<Loaded>, Error> {
@@ -111,8 +123,7 @@ impl App {
         let bytes = self.blob.get(uri).await?;
         let closure =
             CompiledWorkflowClosure::decode(bytes.as_ref()).map_err(|e| Error::Corrupt(format!("{uri}: {e}")))?;
-        let plan = Plan::from_closure(&closure);
-        let entry = Arc::new((closure, plan));
+        let entry = Arc::new(Catalog::from_closure(&closure, ROOT));
         self.closures.lock().await.insert(uri.to_string(), entry.clone());
         Ok(entry)
     }
@@ -124,9 +135,9 @@ impl App {
         if self.kv.get(&key(&id)).await?.is_some() {
             return Ok(());
         }
-        let closure = self.closure(&cmd.closure_uri).await?;
-        let plan = match &closure.1 {
-            Ok(p) => p.clone(),
+        let loaded = self.closure(&cmd.closure_uri).await?;
+        let catalog = match &*loaded {
+            Ok(c) => c,
             Err(why) => {
                 // A workflow this scheduler cannot run fails visibly instead of hanging in QUEUED.
                 let failure =
@@ -147,8 +158,8 @@ impl App {
                 return Ok(());
             }
         };
-        let mut state = machine::initial(&plan);
-        self.decide_and_perform(cmd, &closure.0, &plan, &mut state, Input::Start).await?;
+        let mut state = machine::initial(catalog);
+        self.decide_and_perform(cmd, catalog, &mut state, Input::Start).await?;
         let stored = Stored { command: hex::encode(cmd.encode_to_vec()), state };
         match self
             .kv
@@ -180,9 +191,9 @@ impl App {
                 hex::decode(&stored.command).map_err(|e| Error::Corrupt(e.to_string()))?.as_slice(),
             )
             .map_err(|e| Error::Corrupt(e.to_string()))?;
-            let closure = self.closure(&cmd.closure_uri).await?;
-            let Ok(plan) = &closure.1 else { return Ok(()) };
-            if !self.decide_and_perform(&cmd, &closure.0, plan, &mut stored.state, input.clone()).await? {
+            let loaded = self.closure(&cmd.closure_uri).await?;
+            let Ok(catalog) = &*loaded else { return Ok(()) };
+            if !self.decide_and_perform(&cmd, catalog, &mut stored.state, input.clone()).await? {
                 return Ok(());
             }
             let bytes = Bytes::from(serde_json::to_vec(&stored).map_err(|e| Error::Corrupt(e.to_string()))?);
@@ -205,7 +216,15 @@ impl App {
                     Some(event::task_execution_event::OutputResult::OutputUri(u)) => u.clone(),
                     _ => String::new(),
                 };
-                Outcome::Succeeded { output_uri: uri }
+                // a dynamic task leaves futures.pb (its workflow) instead of outputs
+                match uri.strip_suffix("/outputs.pb") {
+                    Some(dir)
+                        if self.blob.exists(&format!("{dir}/futures.pb")).await? && !self.blob.exists(&uri).await? =>
+                    {
+                        Outcome::Dynamic
+                    }
+                    _ => Outcome::Succeeded { output_uri: uri },
+                }
             }
             Ok(p @ (TaskPhase::Failed | TaskPhase::RetryableFailed)) => {
                 let e = match &ev.output_result {
@@ -236,52 +255,58 @@ impl App {
 
     // ------------------------------------------------------------------ effects
 
+    /// The scope `node_id` is in: its unique-id prefix and where its `start-node` inputs are.
+    fn scope_of(cmd: &ExecuteCommand, state: &ExecState, node_id: &str) -> Scope {
+        match state.nodes.get(node_id).and_then(|n| n.scope.clone()) {
+            None => Scope { prefix: String::new(), inputs_uri: cmd.inputs_uri.clone() },
+            Some(owner) => Self::scope_owned(cmd, state, &owner),
+        }
+    }
+
+    /// The scope `owner` (a sub-workflow or dynamic node) runs.
+    fn scope_owned(cmd: &ExecuteCommand, state: &ExecState, owner: &str) -> Scope {
+        let prefix = state.nodes.get(owner).and_then(|n| n.child.as_ref()).map(|c| c.prefix.clone());
+        Scope { prefix: prefix.unwrap_or_default(), inputs_uri: layout::inputs(Self::prefix(cmd), owner) }
+    }
+
     fn prefix(cmd: &ExecuteCommand) -> &str {
         cmd.metadata_prefix.trim_end_matches('/')
-    }
-
-    fn node_inputs_uri(cmd: &ExecuteCommand, node: &str) -> String {
-        format!("{}/{node}/data/inputs.pb", Self::prefix(cmd))
-    }
-
-    fn outputs_uri(cmd: &ExecuteCommand) -> String {
-        format!("{}/outputs.pb", Self::prefix(cmd))
     }
 
     async fn perform(
         &self,
         cmd: &ExecuteCommand,
-        closure: &CompiledWorkflowClosure,
-        plan: &Plan,
+        catalog: &Catalog,
         state: &ExecState,
         fx: Vec<Effect>,
     ) -> Result<Vec<Input>, Error> {
         let id = cmd.execution_id.clone().unwrap_or_default();
+        let prefix = Self::prefix(cmd);
         let mut followups = Vec::new();
         for e in fx {
             match e {
                 Effect::WorkflowEvent { phase, failure } => {
                     self.publish_wf(cmd, phase, failure.as_ref()).await?;
                 }
-                Effect::NodeEvent { node_id, phase, attempt, output_uri, failure } => {
-                    let input_uri = match node_id.as_str() {
+                Effect::NodeEvent(ev) => {
+                    let input_uri = match ev.node_id.as_str() {
                         "start-node" => String::new(),
-                        "end-node" => Self::outputs_uri(cmd),
-                        n => Self::node_inputs_uri(cmd, n),
+                        "end-node" => layout::workflow_outputs(prefix),
+                        _ => ev.inputs_of.as_deref().map(|n| layout::inputs(prefix, n)).unwrap_or_default(),
                     };
-                    let output_uri = match node_id.as_str() {
+                    let output_uri = match ev.node_id.as_str() {
                         "start-node" => Some(cmd.inputs_uri.clone()),
-                        _ => output_uri,
+                        _ => ev.output_uri.clone(),
                     };
-                    let parent =
-                        plan.parent_of(&node_id).filter(|_| !plan.nodes.contains_key(&node_id)).map(|p| p.id.clone());
-                    let is_parent = plan.nodes.get(&node_id).is_some_and(|n| n.branch.is_some());
-                    let meta = NodeMeta { parent, is_parent };
-                    self.publish_node(&id, &node_id, phase, attempt, input_uri, output_uri, failure.as_ref(), meta)
-                        .await?;
+                    // a dynamic node points at its workflow so GetNodeExecutionData can return it
+                    let dynamic_spec = ev.is_dynamic.then(|| {
+                        let n = &state.nodes[&ev.node_id];
+                        format!("{}/futures.pb", layout::attempt_dir(prefix, &ev.node_id, n.attempt))
+                    });
+                    self.publish_node(&id, &ev, input_uri, output_uri, dynamic_spec).await?;
                 }
-                Effect::Dispatch { node_id, attempt } => {
-                    if let Err(message) = self.dispatch(cmd, closure, state, &node_id, attempt).await? {
+                Effect::Dispatch { node_id, attempt, array } => {
+                    if let Err(message) = self.dispatch(cmd, catalog, state, &node_id, attempt, array).await? {
                         followups.push(Input::InputsFailed { node_id, message });
                     }
                 }
@@ -305,66 +330,247 @@ impl App {
                         .map_err(|e| Error::Publish(e.to_string()))?;
                 }
                 Effect::Evaluate { node_id } => {
-                    let branch = plan.nodes.get(&node_id).and_then(|n| n.branch.as_ref());
-                    let node = find_node(closure, &node_id);
-                    let (Some(branch), Some(node)) = (branch, node) else {
+                    let Some(plan) = plan_node(catalog, state, &node_id) else {
                         return Err(Error::Corrupt(format!("branch node `{node_id}` is not in the workflow")));
                     };
-                    match self.resolve(cmd, state, &node.inputs).await? {
+                    let Kind::Branch(branch) = &plan.kind else {
+                        return Err(Error::Corrupt(format!("node `{node_id}` is not a branch node")));
+                    };
+                    let scope = Self::scope_of(cmd, state, &node_id);
+                    match self.resolve(state, &scope, &plan.inputs).await? {
                         Ok(inputs) => {
                             // the branch's inputs are written like any node's, for the API to show
-                            self.blob.put(&Self::node_inputs_uri(cmd, &node_id), inputs.encode_to_vec()).await?;
+                            self.blob.put(&layout::inputs(prefix, &node_id), inputs.encode_to_vec()).await?;
                             let decision = crate::domain::conditions::choose(&node_id, branch, &inputs);
                             followups.push(Input::Branch { node_id, decision });
                         }
                         Err(message) => followups.push(Input::InputsFailed { node_id, message }),
                     }
                 }
-                Effect::WriteOutputs => {
-                    let primary = closure.primary.as_ref().and_then(|p| p.template.as_ref());
-                    let outputs = primary.map(|t| t.outputs.clone()).unwrap_or_default();
-                    match self.resolve(cmd, state, &outputs).await? {
-                        Ok(map) => self.blob.put(&Self::outputs_uri(cmd), map.encode_to_vec()).await?,
+                Effect::Prepare { node_id } => {
+                    let Some(plan) = plan_node(catalog, state, &node_id) else {
+                        return Err(Error::Corrupt(format!("node `{node_id}` is not in the workflow")));
+                    };
+                    let scope = Self::scope_of(cmd, state, &node_id);
+                    let inputs = match self.resolve(state, &scope, &plan.inputs).await? {
+                        Ok(inputs) => inputs,
+                        Err(message) => {
+                            followups.push(Input::InputsFailed { node_id, message });
+                            continue;
+                        }
+                    };
+                    let size = match &plan.kind {
+                        Kind::Array(spec) => match array_size(&inputs, &spec.bound_inputs) {
+                            Ok(n) => Some(n),
+                            Err(message) => {
+                                followups.push(Input::InputsFailed { node_id, message });
+                                continue;
+                            }
+                        },
+                        _ => None,
+                    };
+                    self.blob.put(&layout::inputs(prefix, &node_id), inputs.encode_to_vec()).await?;
+                    followups.push(Input::Prepared { node_id, size });
+                }
+                Effect::Compile { node_id, attempt } => {
+                    let answer = self.compile(cmd, catalog, state, &node_id, attempt).await?;
+                    followups.push(Input::Compiled { node_id, closure: answer });
+                }
+                Effect::WriteOutputs { owner } => {
+                    let (bindings, scope, uri) = match &owner {
+                        None => {
+                            let t = catalog.template(ROOT).map(|t| t.outputs.clone()).unwrap_or_default();
+                            let scope = Scope { prefix: String::new(), inputs_uri: cmd.inputs_uri.clone() };
+                            (t, scope, layout::workflow_outputs(prefix))
+                        }
+                        Some(o) => {
+                            let n = &state.nodes[o];
+                            let key = n.child.as_ref().map(|c| c.template.clone()).unwrap_or_default();
+                            let t = catalog.template(&key).map(|t| t.outputs.clone()).unwrap_or_default();
+                            (t, Self::scope_owned(cmd, state, o), layout::outputs(prefix, o, n.attempt))
+                        }
+                    };
+                    match self.resolve(state, &scope, &bindings).await? {
+                        Ok(map) => self.blob.put(&uri, map.encode_to_vec()).await?,
                         Err(message) => {
                             // cannot happen for a compiled workflow whose nodes all succeeded; fail loudly
-                            return Err(Error::Corrupt(format!("workflow outputs of {}: {message}", key(&id))));
+                            return Err(Error::Corrupt(format!("outputs of {} {owner:?}: {message}", key(&id))));
                         }
                     }
                 }
+                Effect::Gather { node_id } => self.gather(cmd, catalog, state, &node_id).await?,
             }
         }
         Ok(followups)
     }
 
     /// Decides `input`, performs the effects, then decides and performs what those effects fed
-    /// back (a node whose inputs could not be built), all on `state`, which the caller then
-    /// stores in one compare-and-set. Returns whether anything happened.
+    /// back (inputs that could not be built, branch decisions, prepared and compiled nodes), all
+    /// on `state`, which the caller then stores in one compare-and-set. Returns whether anything
+    /// happened.
     async fn decide_and_perform(
         &self,
         cmd: &ExecuteCommand,
-        closure: &CompiledWorkflowClosure,
-        plan: &Plan,
+        base: &Catalog,
         state: &mut ExecState,
         input: Input,
     ) -> Result<bool, Error> {
         let mut pending = vec![input];
         let mut changed = false;
         while let Some(input) = pending.pop() {
-            let fx = machine::decide(state, input, plan, self.limits(cmd));
+            let catalog = self.catalog_for(cmd, base, state, &input).await?;
+            let cx = Context { catalog: &catalog, limits: self.limits(cmd), prefix: Self::prefix(cmd) };
+            let fx = machine::decide(state, input, cx);
             if fx.is_empty() {
                 continue;
             }
             changed = true;
-            pending.extend(self.perform(cmd, closure, plan, state, fx).await?);
+            pending.extend(self.perform(cmd, &catalog, state, fx).await?);
         }
         Ok(changed)
     }
 
-    /// Outputs of finished nodes by id; `start-node` = the execution inputs.
-    async fn resolve(
+    /// The execution's catalog plus the workflows its dynamic nodes produced (and the one an
+    /// `Input::Compiled` is about to start).
+    async fn catalog_for(
         &self,
         cmd: &ExecuteCommand,
+        base: &Catalog,
         state: &ExecState,
+        input: &Input,
+    ) -> Result<Catalog, Error> {
+        let mut dynamic: Vec<(String, u32, String)> = state
+            .nodes
+            .iter()
+            .filter_map(|(id, n)| n.dynamic.clone().map(|uri| (id.clone(), n.attempt, uri)))
+            .collect();
+        if let Input::Compiled { node_id, closure: Ok(uri) } = input {
+            let attempt = state.nodes.get(node_id).map(|n| n.attempt).unwrap_or(0);
+            dynamic.push((node_id.clone(), attempt, uri.clone()));
+        }
+        if dynamic.is_empty() {
+            return Ok(base.clone());
+        }
+        let mut catalog = base.clone();
+        for (node, attempt, uri) in dynamic {
+            match self.dynamic_catalog(&uri, &machine::dynamic_key(&node, attempt)).await {
+                Ok(c) => catalog.extend(&c),
+                Err(e) => {
+                    tracing::warn!(execution = %key(&cmd.execution_id.clone().unwrap_or_default()), %uri, error = %e,
+                        "cannot load a dynamic workflow");
+                    return Err(e);
+                }
+            }
+        }
+        Ok(catalog)
+    }
+
+    async fn dynamic_catalog(&self, uri: &str, root_key: &str) -> Result<Arc<Catalog>, Error> {
+        if let Some(c) = self.dynamics.lock().await.get(uri) {
+            return Ok(c.clone());
+        }
+        let bytes = self.blob.get(uri).await?;
+        let closure =
+            CompiledWorkflowClosure::decode(bytes.as_ref()).map_err(|e| Error::Corrupt(format!("{uri}: {e}")))?;
+        let catalog = Arc::new(Catalog::from_closure(&closure, root_key).map_err(Error::Corrupt)?);
+        self.dynamics.lock().await.insert(uri.to_string(), catalog.clone());
+        Ok(catalog)
+    }
+
+    /// Compiles a dynamic node's `futures.pb` into a workflow closure next to it. Returns the
+    /// closure's URI, or why the dynamic workflow is invalid (the node's failure).
+    async fn compile(
+        &self,
+        cmd: &ExecuteCommand,
+        catalog: &Catalog,
+        state: &ExecState,
+        node_id: &str,
+        attempt: u32,
+    ) -> Result<Result<String, String>, Error> {
+        let dir = layout::attempt_dir(Self::prefix(cmd), node_id, attempt);
+        let futures_uri = format!("{dir}/futures.pb");
+        let bytes = self.blob.get(&futures_uri).await?;
+        let spec = match core::DynamicJobSpec::decode(bytes.as_ref()) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(format!("{futures_uri} is not a dynamic job spec: {e}"))),
+        };
+        let Some(task) = machine::task_of(catalog, state, node_id).and_then(|t| catalog.task(t)) else {
+            return Ok(Err(format!("the task of dynamic node {node_id} is not known")));
+        };
+        let interface = task.interface.clone().unwrap_or_default();
+        let resolver = CatalogResolver(catalog);
+        let spec_node = state.nodes.get(node_id).map(|n| n.spec.clone()).unwrap_or_else(|| node_id.to_string());
+        let closure = match aloft_compiler::compile_dynamic(&spec, &spec_node, &interface, &resolver) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(format!("the dynamic workflow of node {node_id} does not compile: {e}"))),
+        };
+        let uri = format!("{dir}/futures_compiled.pb");
+        self.blob.put(&uri, closure.encode_to_vec()).await?;
+        Ok(Ok(uri))
+    }
+
+    /// Gathers an array node's sub-task outputs into one list per output, in index order; the
+    /// sub-tasks that failed (allowed by the success criterion) contribute `None`.
+    async fn gather(
+        &self,
+        cmd: &ExecuteCommand,
+        catalog: &Catalog,
+        state: &ExecState,
+        node_id: &str,
+    ) -> Result<(), Error> {
+        let prefix = Self::prefix(cmd);
+        let node = &state.nodes[node_id];
+        let items =
+            node.items.clone().unwrap_or_else(|| Items { required: 0, next: 0, packed: vec![], first_failure: None });
+        let names: Vec<String> = machine::task_of(catalog, state, node_id)
+            .and_then(|t| catalog.task(t))
+            .and_then(|t| t.interface.as_ref())
+            .and_then(|i| i.outputs.as_ref())
+            .map(|o| o.variables.keys().cloned().collect())
+            .unwrap_or_default();
+        let mut lists: BTreeMap<String, Vec<core::Literal>> = names.iter().map(|n| (n.clone(), Vec::new())).collect();
+        // reads run a few at a time: a 10,000-element map is 10,000 small objects
+        let reads = (0..items.len()).map(|i| {
+            let it = items.get(i);
+            let uri = layout::outputs(prefix, &format!("{node_id}-{i}"), it.attempt);
+            async move {
+                if it.status != NodeStatus::Succeeded {
+                    return Ok::<_, Error>(None);
+                }
+                let bytes = self.blob.get(&uri).await?;
+                let map = LiteralMap::decode(bytes.as_ref()).map_err(|e| Error::Corrupt(format!("{uri}: {e}")))?;
+                Ok(Some(map))
+            }
+        });
+        let results: Vec<Result<Option<LiteralMap>, Error>> = futures::stream::iter(reads).buffered(32).collect().await;
+        for r in results {
+            let out = r?;
+            for (name, list) in lists.iter_mut() {
+                let lit = out.as_ref().and_then(|m| m.literals.get(name).cloned()).unwrap_or_else(none_literal);
+                list.push(lit);
+            }
+        }
+        let map = LiteralMap {
+            literals: lists
+                .into_iter()
+                .map(|(k, literals)| {
+                    let lit = core::Literal {
+                        value: Some(core::literal::Value::Collection(core::LiteralCollection { literals })),
+                        ..Default::default()
+                    };
+                    (k, lit)
+                })
+                .collect(),
+        };
+        self.blob.put(&layout::outputs(prefix, node_id, 0), map.encode_to_vec()).await?;
+        Ok(())
+    }
+
+    /// Outputs of finished nodes of a scope by node id; `start-node` = the scope's inputs.
+    async fn resolve(
+        &self,
+        state: &ExecState,
+        scope: &Scope,
         bindings: &[core::Binding],
     ) -> Result<Result<LiteralMap, String>, Error> {
         let mut needed: Vec<String> = Vec::new();
@@ -372,9 +578,9 @@ impl App {
         let mut outputs: HashMap<String, LiteralMap> = HashMap::new();
         for n in needed {
             let uri = if n == "start-node" {
-                cmd.inputs_uri.clone()
+                scope.inputs_uri.clone()
             } else {
-                match state.nodes.get(&n).and_then(|s| s.output_uri.clone()) {
+                match state.nodes.get(&format!("{}{n}", scope.prefix)).and_then(|s| s.output_uri.clone()) {
                     Some(u) => u,
                     None => continue,
                 }
@@ -386,43 +592,43 @@ impl App {
         Ok(bindings::resolve(bindings, &|n| outputs.get(n).cloned()).map_err(|e| e.to_string()))
     }
 
-    /// Writes the node's inputs (first attempt) and publishes the task run. Returns Err(message)
-    /// when the inputs cannot be built.
+    /// Writes the node's inputs (first attempt; an array's sub-tasks read their array's) and
+    /// publishes the task run. Returns Err(message) when the inputs cannot be built.
     async fn dispatch(
         &self,
         cmd: &ExecuteCommand,
-        closure: &CompiledWorkflowClosure,
+        catalog: &Catalog,
         state: &ExecState,
         node_id: &str,
         attempt: u32,
+        array: Option<(String, u32)>,
     ) -> Result<Result<(), String>, Error> {
         let id = cmd.execution_id.clone().unwrap_or_default();
-        let Some(node) = find_node(closure, node_id) else {
-            return Ok(Err(format!("node `{node_id}` is not in the workflow")));
-        };
-        let Some(core::node::Target::TaskNode(tn)) = &node.target else {
-            return Ok(Err(format!("node `{node_id}` is not a task node")));
-        };
-        let Some(core::task_node::Reference::ReferenceId(task_id)) = &tn.reference else {
+        let prefix = Self::prefix(cmd);
+        let Some(task_id) = machine::task_of(catalog, state, node_id) else {
             return Ok(Err(format!("node `{node_id}` has no task")));
         };
-        let Some(task) =
-            closure.tasks.iter().filter_map(|t| t.template.as_ref()).find(|t| t.id.as_ref() == Some(task_id))
-        else {
-            return Ok(Err(format!("task of node `{node_id}` is missing from the closure")));
+        let Some(task) = catalog.task(task_id) else {
+            return Ok(Err(format!("task {} of node `{node_id}` is missing from the closure", task_id.name)));
         };
-        let inputs_uri = Self::node_inputs_uri(cmd, node_id);
-        if attempt == 0 || !self.blob.exists(&inputs_uri).await? {
-            match self.resolve(cmd, state, &node.inputs).await? {
+        let owner = array.as_ref().map(|(a, _)| a.as_str()).unwrap_or(node_id);
+        let Some(plan) = plan_node(catalog, state, owner) else {
+            return Ok(Err(format!("node `{node_id}` is not in the workflow")));
+        };
+        let inputs_uri = layout::inputs(prefix, owner);
+        if array.is_none() && (attempt == 0 || !self.blob.exists(&inputs_uri).await?) {
+            let scope = Self::scope_of(cmd, state, node_id);
+            match self.resolve(state, &scope, &plan.inputs).await? {
                 Ok(map) => self.blob.put(&inputs_uri, map.encode_to_vec()).await?,
                 Err(message) => return Ok(Err(message)),
             }
         }
-        let raw = format!("{}/{node_id}/{attempt}", cmd.raw_output_prefix.trim_end_matches('/'));
+        let raw_root = cmd.raw_output_prefix.trim_end_matches('/');
+        let raw = format!("{raw_root}/{node_id}/{attempt}");
         let prev_checkpoint = if attempt == 0 {
             String::new()
         } else {
-            format!("{}/{node_id}/{}/_flytecheckpoints", cmd.raw_output_prefix.trim_end_matches('/'), attempt - 1)
+            format!("{raw_root}/{node_id}/{}/_flytecheckpoints", attempt - 1)
         };
         let mut env = std::collections::BTreeMap::new();
         if let Some(w) = &cmd.workflow_id {
@@ -436,12 +642,6 @@ impl App {
                 env.insert(kv.key.clone(), kv.value.clone());
             }
         }
-        let timeout = node
-            .metadata
-            .as_ref()
-            .and_then(|m| m.timeout)
-            .filter(|d| d.seconds > 0 || d.nanos > 0)
-            .or_else(|| task.metadata.as_ref().and_then(|m| m.timeout).filter(|d| d.seconds > 0 || d.nanos > 0));
         let run = TaskRunCommand {
             id: Some(TaskExecutionIdentifier {
                 task_id: Some(task_id.clone()),
@@ -453,13 +653,13 @@ impl App {
             }),
             task: Some(task.clone()),
             inputs_uri,
-            output_prefix: format!("{}/{node_id}/data/{attempt}", Self::prefix(cmd)),
+            output_prefix: layout::attempt_dir(prefix, node_id, attempt),
             raw_output_prefix: raw.clone(),
             checkpoint_prefix: format!("{raw}/_flytecheckpoints"),
             prev_checkpoint_prefix: prev_checkpoint,
             env,
-            timeout,
-            array_index: -1,
+            timeout: plan.timeout,
+            array_index: array.as_ref().map(|(_, i)| *i as i64).unwrap_or(-1),
             queue: self.queue.clone(),
         };
         let env = Envelope {
@@ -478,9 +678,9 @@ impl App {
         let output_result = match (phase, failure) {
             (_, Some(f)) => Some(event::workflow_execution_event::OutputResult::Error(execution_error(f))),
             // exactly where WriteOutputs put them: under the prefix metadata chose
-            (WfStatus::Succeeded, None) => {
-                Some(event::workflow_execution_event::OutputResult::OutputUri(Self::outputs_uri(cmd)))
-            }
+            (WfStatus::Succeeded, None) => Some(event::workflow_execution_event::OutputResult::OutputUri(
+                layout::workflow_outputs(Self::prefix(cmd)),
+            )),
             _ => None,
         };
         let env = Envelope {
@@ -499,41 +699,50 @@ impl App {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn publish_node(
         &self,
         id: &WorkflowExecutionIdentifier,
-        node_id: &str,
-        phase: NodeStatus,
-        attempt: u32,
+        ev: &NodeEvent,
         input_uri: String,
         output_uri: Option<String>,
-        failure: Option<&Failure>,
-        meta: NodeMeta,
+        dynamic_spec: Option<String>,
     ) -> Result<(), Error> {
-        let p = node_phase(phase);
-        let output_result = match (output_uri, failure) {
+        let p = node_phase(ev.phase);
+        let output_result = match (output_uri, &ev.failure) {
             (_, Some(f)) => Some(event::node_execution_event::OutputResult::Error(execution_error(f))),
             (Some(u), None) => Some(event::node_execution_event::OutputResult::OutputUri(u)),
             (None, None) => None,
         };
+        let target_metadata = dynamic_spec.map(|uri| {
+            event::node_execution_event::TargetMetadata::TaskNodeMetadata(event::TaskNodeMetadata {
+                dynamic_workflow: Some(event::DynamicWorkflowNodeMetadata {
+                    dynamic_job_spec_uri: uri,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        });
+        let node_id = &ev.node_id;
         let env = Envelope {
-            id: format!("node/{}/{}/{}/{node_id}/{}/{attempt}", id.project, id.domain, id.name, p.as_str_name()),
+            id: format!("node/{}/{}/{}/{node_id}/{}/{}", id.project, id.domain, id.name, p.as_str_name(), ev.attempt),
             created_at: Some(now()),
             source: "scheduler".into(),
             body: Some(Body::NodeEvent(NodeExecutionEvent {
-                id: Some(NodeExecutionIdentifier { node_id: node_id.to_string(), execution_id: Some(id.clone()) }),
+                id: Some(NodeExecutionIdentifier { node_id: node_id.clone(), execution_id: Some(id.clone()) }),
                 producer_id: "scheduler".into(),
                 phase: p as i32,
                 occurred_at: Some(now()),
-                spec_node_id: node_id.to_string(),
-                node_name: node_id.to_string(),
-                retry_group: attempt.to_string(),
-                is_parent: meta.is_parent,
-                parent_node_metadata: meta.parent.map(|node_id| event::ParentNodeExecutionMetadata { node_id }),
+                spec_node_id: ev.spec.clone(),
+                node_name: ev.spec.clone(),
+                retry_group: ev.attempt.to_string(),
+                is_parent: ev.is_parent,
+                is_dynamic: ev.is_dynamic,
+                is_array: ev.is_array,
+                parent_node_metadata: ev.parent.clone().map(|node_id| event::ParentNodeExecutionMetadata { node_id }),
                 input_value: (!input_uri.is_empty())
                     .then_some(event::node_execution_event::InputValue::InputUri(input_uri)),
                 output_result,
+                target_metadata,
                 ..Default::default()
             })),
         };
@@ -546,28 +755,59 @@ fn ignore_conflict(e: aloft_bus::Error) -> Result<u64, aloft_bus::Error> {
     if e.is_conflict() { Ok(0) } else { Err(e) }
 }
 
-/// How a node event relates to others: a branch node is a parent, its child names it.
-struct NodeMeta {
-    parent: Option<String>,
-    is_parent: bool,
+/// The plan node of a node of the state.
+fn plan_node<'c>(catalog: &'c Catalog, state: &ExecState, node_id: &str) -> Option<&'c PlanNode> {
+    let n = state.nodes.get(node_id)?;
+    catalog.template(&n.template)?.find(&n.spec)
 }
 
-/// A node of the primary workflow by id, including the children of branch nodes.
-fn find_node<'a>(closure: &'a CompiledWorkflowClosure, id: &str) -> Option<&'a core::Node> {
-    fn walk<'a>(n: &'a core::Node, id: &str) -> Option<&'a core::Node> {
-        if n.id == id {
-            return Some(n);
+/// The number of sub-tasks of a map task: the common length of its list inputs (inputs bound
+/// whole with `functools.partial` are not mapped over).
+fn array_size(inputs: &LiteralMap, bound: &[String]) -> Result<u32, String> {
+    let mut size: Option<(String, usize)> = None;
+    for (name, lit) in &inputs.literals {
+        if bound.contains(name) {
+            continue;
         }
-        let Some(core::node::Target::BranchNode(b)) = &n.target else { return None };
-        let ie = b.if_else.as_ref()?;
-        let mut children: Vec<&core::Node> =
-            ie.case.iter().map(|c| &**c).chain(ie.other.iter()).filter_map(|c| c.then_node.as_deref()).collect();
-        if let Some(core::if_else_block::Default::ElseNode(e)) = &ie.default {
-            children.push(e);
+        let Some(core::literal::Value::Collection(c)) = &lit.value else {
+            return Err(format!("map task input `{name}` is not a list"));
+        };
+        match &size {
+            Some((first, n)) if *n != c.literals.len() => {
+                return Err(format!(
+                    "map task inputs have different lengths: `{first}` has {n}, `{name}` has {}",
+                    c.literals.len()
+                ));
+            }
+            Some(_) => {}
+            None => size = Some((name.clone(), c.literals.len())),
         }
-        children.into_iter().find_map(|c| walk(c, id))
     }
-    closure.primary.as_ref()?.template.as_ref()?.nodes.iter().find_map(|n| walk(n, id))
+    let n = size.map(|(_, n)| n).unwrap_or(0);
+    u32::try_from(n).map_err(|_| format!("a map over {n} elements is too large"))
+}
+
+/// Flyte's `None` value (a failed sub-task's slot in a map task's outputs).
+fn none_literal() -> core::Literal {
+    core::Literal {
+        value: Some(core::literal::Value::Scalar(Box::new(core::Scalar {
+            value: Some(core::scalar::Value::NoneType(core::Void {})),
+        }))),
+        ..Default::default()
+    }
+}
+
+/// Tasks a dynamic workflow references without carrying them: the execution's own.
+struct CatalogResolver<'a>(&'a Catalog);
+
+impl aloft_compiler::Resolver for CatalogResolver<'_> {
+    fn task(&self, id: &core::Identifier) -> Option<core::TaskTemplate> {
+        self.0.task(id).cloned()
+    }
+
+    fn launch_plan_interface(&self, _id: &core::Identifier) -> Option<core::TypedInterface> {
+        None
+    }
 }
 
 /// Node ids referenced by promises anywhere in the bindings.

@@ -7,6 +7,8 @@
 //! (Python start-up dominates: ~2 s per `pyflyte`, ~2-3 s per task attempt).
 
 mod common;
+#[path = "common/facts.rs"]
+mod facts;
 #[path = "common/stack.rs"]
 mod stack;
 
@@ -16,21 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 
+use facts::{at, expect, str_at};
 use stack::{DOMAIN, Stack, Store, wait_for_file};
-
-fn at<'a>(facts: &'a Value, pointer: &str) -> Result<&'a Value> {
-    facts.pointer(pointer).with_context(|| format!("{pointer} is missing in\n{facts:#}"))
-}
-
-fn str_at<'a>(facts: &'a Value, pointer: &str) -> Result<&'a str> {
-    at(facts, pointer)?.as_str().with_context(|| format!("{pointer} is not a string in\n{facts:#}"))
-}
-
-fn expect(facts: &Value, pointer: &str, want: Value) -> Result<()> {
-    let got = at(facts, pointer)?;
-    ensure!(*got == want, "{pointer}: expected {want}, got {got}\nin {facts:#}");
-    Ok(())
-}
 
 /// The attempts FlyteRemote listed for a node, as (retry_attempt, phase).
 fn attempts(facts: &Value, node: &str) -> Result<Vec<(u64, String)>> {

@@ -815,13 +815,21 @@ impl Store {
         domain: &str,
         execution: &str,
         node_id: &str,
+        children: bool,
         q: &ListQuery<'_>,
     ) -> Result<Vec<TaskRow>> {
         let (cond, vals) = filters::to_sql(q.filters, TASK_COLUMNS, 5)?;
+        // `children`: the attempts of the node's child nodes (an array node's sub-tasks)
+        let node = if children {
+            "node_id IN (SELECT node_id FROM node_executions \
+             WHERE project = $1 AND domain = $2 AND execution = $3 AND parent_id = $4)"
+        } else {
+            "node_id = $4"
+        };
         let sql = format!(
             "SELECT node_id, retry_attempt, task_id, phase, phase_version, input_uri, closure, occurred_at, created_at, version \
-             FROM task_executions WHERE project = $1 AND domain = $2 AND execution = $3 AND node_id = $4{cond} \
-             ORDER BY {}, retry_attempt ASC LIMIT {} OFFSET {}",
+             FROM task_executions WHERE project = $1 AND domain = $2 AND execution = $3 AND {node}{cond} \
+             ORDER BY {}, node_id ASC, retry_attempt ASC LIMIT {} OFFSET {}",
             q.order_by, q.limit, q.offset
         );
         let mut binds = vec![

@@ -1,41 +1,102 @@
-//! The shape of a workflow the state machine walks: task nodes and their dependencies, read once
-//! from the compiled closure.
+//! The shape of the workflows the state machine walks, read once from compiled closures.
+//!
+//! A [`Catalog`] holds every workflow template an execution can instantiate: the primary
+//! workflow, its sub-workflows, and the workflows dynamic tasks produce while it runs. Templates
+//! are named by a key so the machine's state (which must be serializable) can refer to them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
-use aloft_proto::flyteidl::core::{self, CompiledWorkflowClosure, Identifier, node::Target, task_node};
+use aloft_proto::flyteidl::core::{
+    self, CompiledWorkflowClosure, Identifier, TaskTemplate, array_node, node::Target, task_node, workflow_node,
+};
 
-/// One runnable node.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlanNode {
-    /// Node id.
-    pub id: String,
-    /// Nodes that must succeed first (never `start-node`).
-    pub upstream: BTreeSet<String>,
-    /// The task it runs (for a branch node: unused; its children have their own).
-    pub task: Identifier,
-    /// Extra attempts allowed for recoverable user errors.
-    pub retries: u32,
-    /// Kill an attempt after this long.
-    pub timeout: Option<prost_types::Duration>,
-    /// A branch node's cases; `None` for a task node.
-    pub branch: Option<Branch>,
+/// The key of the primary workflow of an execution.
+pub const ROOT: &str = "";
+
+/// A stable key for an entity: `project/domain/name/version`.
+pub fn entity_key(id: &Identifier) -> String {
+    format!("{}/{}/{}/{}", id.project, id.domain, id.name, id.version)
 }
 
-/// A task node run as the chosen child of a branch node.
+/// One node of a workflow template.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Child {
-    /// Its unique node id (`<branch>-<id>` as the compiler renamed it).
+pub struct PlanNode {
+    /// Node id within its template.
     pub id: String,
-    /// Extra attempts allowed for recoverable user errors.
+    /// Nodes of the same template that must succeed first (never `start-node`).
+    pub upstream: BTreeSet<String>,
+    /// How its inputs are built from upstream outputs and the template's inputs.
+    pub inputs: Vec<core::Binding>,
+    /// What it does.
+    pub kind: Kind,
+    /// Extra attempts allowed for recoverable user errors (task nodes).
     pub retries: u32,
+    /// Kill an attempt after this long (task nodes).
+    pub timeout: Option<prost_types::Duration>,
+}
+
+/// The node kinds the scheduler runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    /// Run a task (one attempt at a time). Its outputs may turn out to be a dynamic workflow.
+    Task {
+        /// The task.
+        task: Identifier,
+    },
+    /// Run the first child whose condition holds.
+    Branch(Branch),
+    /// Run a workflow template inline; its nodes are children of this node.
+    Workflow {
+        /// Catalog key of the template.
+        template: String,
+    },
+    /// Run a task once per element of the list inputs.
+    Array(ArraySpec),
+}
+
+/// What a map task (array node) runs and how many sub-tasks must succeed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArraySpec {
+    /// Id of the inner node (the `spec_node_id` of the sub-task node executions).
+    pub sub_node: String,
+    /// The task run for every index (with the list interface).
+    pub task: Identifier,
+    /// At most this many sub-tasks at once; `None` = no limit of its own.
+    pub parallelism: Option<u32>,
+    /// Inputs passed whole to every sub-task (`functools.partial`), not mapped over.
+    pub bound_inputs: Vec<String>,
+    /// How many must succeed.
+    pub success: Success,
+}
+
+/// An array node's success criterion.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Success {
+    /// All sub-tasks.
+    All,
+    /// At least this many.
+    Count(u32),
+    /// At least this share (0.0..=1.0), rounded up.
+    Ratio(f32),
+}
+
+impl Success {
+    /// How many of `n` sub-tasks must succeed.
+    pub fn required(self, n: u32) -> u32 {
+        match self {
+            Success::All => n,
+            Success::Count(c) => c.min(n),
+            Success::Ratio(r) => ((r.clamp(0.0, 1.0) as f64) * n as f64).ceil() as u32,
+        }
+    }
 }
 
 /// What a branch node does: the first case whose condition holds runs its child.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Branch {
     /// Conditions and children, in order (`if`, then every `elif`).
-    pub cases: Vec<(core::BooleanExpression, Child)>,
+    pub cases: Vec<(core::BooleanExpression, PlanNode)>,
     /// `else`: a child, an error message, or nothing (no case held: the branch fails).
     pub otherwise: Otherwise,
 }
@@ -44,7 +105,7 @@ pub struct Branch {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Otherwise {
     /// Run this child.
-    Child(Child),
+    Child(Box<PlanNode>),
     /// Fail with this message (`conditional(...).else_().fail("...")`).
     Fail(String),
     /// No `else`.
@@ -53,152 +114,240 @@ pub enum Otherwise {
 
 impl Branch {
     /// Every child, for SKIPPED events and lookups.
-    pub fn children(&self) -> impl Iterator<Item = &Child> {
+    pub fn children(&self) -> impl Iterator<Item = &PlanNode> {
         self.cases.iter().map(|(_, c)| c).chain(match &self.otherwise {
-            Otherwise::Child(c) => Some(c),
+            Otherwise::Child(c) => Some(&**c),
             _ => None,
         })
     }
 }
 
-/// A workflow reduced to what scheduling needs.
+/// A workflow template reduced to what scheduling needs.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
-    /// Nodes by id (ordered, so scheduling is deterministic).
+pub struct Template {
+    /// Top-level nodes by id (ordered, so scheduling is deterministic); branch children are
+    /// inside their branch node.
     pub nodes: BTreeMap<String, PlanNode>,
+    /// The workflow's outputs, bound to its nodes' outputs.
+    pub outputs: Vec<core::Binding>,
     /// Keep going after a failure until nothing else can run.
     pub fail_after_executable_nodes_complete: bool,
 }
 
-/// The node kinds this scheduler runs so far; anything else fails the execution with this message.
-fn unsupported(node: &core::Node) -> Option<&'static str> {
-    match &node.target {
-        Some(Target::TaskNode(_)) | Some(Target::BranchNode(_)) => None,
-        Some(Target::WorkflowNode(w)) => Some(match &w.reference {
-            Some(core::workflow_node::Reference::LaunchplanRef(_)) => "launch plan nodes",
-            _ => "sub-workflow nodes",
-        }),
-        Some(Target::GateNode(_)) => Some("gate nodes"),
-        Some(Target::ArrayNode(_)) => Some("array nodes (map tasks)"),
-        None => Some("nodes without a target"),
-    }
-}
-
-/// The task, retries and timeout of a task node (node metadata over task metadata).
-type Task = (Identifier, u32, Option<prost_types::Duration>);
-
-fn task_of(
-    n: &core::Node,
-    retries_of: &dyn Fn(&Identifier) -> u32,
-    timeout_of: &dyn Fn(&Identifier) -> Option<prost_types::Duration>,
-) -> Result<Task, String> {
-    let Some(Target::TaskNode(t)) = &n.target else {
-        return Err(format!("node `{}`: only task nodes can run here", n.id));
-    };
-    let Some(task_node::Reference::ReferenceId(task)) = &t.reference else {
-        return Err(format!("node `{}` has no task reference", n.id));
-    };
-    let meta = n.metadata.as_ref();
-    let retries =
-        meta.and_then(|m| m.retries.as_ref()).map(|r| r.retries).filter(|r| *r > 0).unwrap_or_else(|| retries_of(task));
-    let timeout = meta.and_then(|m| m.timeout).filter(|d| d.seconds > 0 || d.nanos > 0).or_else(|| timeout_of(task));
-    Ok((task.clone(), retries, timeout))
-}
-
-fn branch_of(n: &core::Node, b: &core::BranchNode, retries_of: &dyn Fn(&Identifier) -> u32) -> Result<Branch, String> {
-    let ie = b.if_else.as_ref().ok_or_else(|| format!("branch node `{}` has no cases", n.id))?;
-    let child = |node: &core::Node| -> Result<Child, String> {
-        if !matches!(node.target, Some(Target::TaskNode(_))) {
-            return Err(format!(
-                "branch node `{}`: child `{}` is not a task node; nested branches and sub-workflows under a branch are not supported yet",
-                n.id, node.id
-            ));
+impl Template {
+    /// A node by id, top-level or a (nested) branch child.
+    pub fn find(&self, id: &str) -> Option<&PlanNode> {
+        fn walk<'a>(n: &'a PlanNode, id: &str) -> Option<&'a PlanNode> {
+            if n.id == id {
+                return Some(n);
+            }
+            match &n.kind {
+                Kind::Branch(b) => b.children().find_map(|c| walk(c, id)),
+                _ => None,
+            }
         }
-        let (_, retries, _) = task_of(node, retries_of, &|_| None)?;
-        Ok(Child { id: node.id.clone(), retries })
-    };
-    let mut cases = Vec::new();
-    for block in ie.case.iter().map(|b| &**b).chain(ie.other.iter()) {
-        let condition =
-            block.condition.clone().ok_or_else(|| format!("branch node `{}`: a case has no condition", n.id))?;
-        let then = block.then_node.as_deref().ok_or_else(|| format!("branch node `{}`: a case has no node", n.id))?;
-        cases.push((condition, child(then)?));
+        self.nodes.get(id).or_else(|| self.nodes.values().find_map(|n| walk(n, id)))
     }
-    let otherwise = match &ie.default {
-        Some(core::if_else_block::Default::ElseNode(e)) => Otherwise::Child(child(e)?),
-        Some(core::if_else_block::Default::Error(e)) => Otherwise::Fail(e.message.clone()),
-        None => Otherwise::Nothing,
-    };
-    Ok(Branch { cases, otherwise })
 }
 
-impl Plan {
-    /// The branch node whose child has this id.
-    pub fn parent_of(&self, child_id: &str) -> Option<&PlanNode> {
-        self.nodes.values().find(|n| n.branch.as_ref().is_some_and(|b| b.children().any(|c| c.id == child_id)))
+/// Every template and task an execution can use, by key.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// Templates by key ([`ROOT`] for the primary workflow).
+    pub templates: HashMap<String, Arc<Template>>,
+    /// Task templates by [`entity_key`].
+    pub tasks: HashMap<String, Arc<TaskTemplate>>,
+}
+
+impl Catalog {
+    /// The template with this key.
+    pub fn template(&self, key: &str) -> Option<&Template> {
+        self.templates.get(key).map(|t| &**t)
     }
 
-    /// Builds the plan of the primary workflow.
-    pub fn from_closure(closure: &CompiledWorkflowClosure) -> Result<Plan, String> {
+    /// The task template with this id.
+    pub fn task(&self, id: &Identifier) -> Option<&TaskTemplate> {
+        self.tasks.get(&entity_key(id)).map(|t| &**t)
+    }
+
+    /// Adds everything of `other` (a dynamic workflow's catalog) to this one.
+    pub fn extend(&mut self, other: &Catalog) {
+        self.templates.extend(other.templates.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.tasks.extend(other.tasks.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+
+    /// Reads a compiled closure: its primary workflow under `root_key`, its sub-workflows under
+    /// `<root_key>/<entity key>` (so two dynamic workflows cannot collide), and its tasks.
+    pub fn from_closure(closure: &CompiledWorkflowClosure, root_key: &str) -> Result<Catalog, String> {
+        let tasks: HashMap<String, Arc<TaskTemplate>> = closure
+            .tasks
+            .iter()
+            .filter_map(|t| t.template.as_ref())
+            .filter_map(|t| Some((entity_key(t.id.as_ref()?), Arc::new(t.clone()))))
+            .collect();
+        let sub_key = |id: &Identifier| format!("{root_key}/{}", entity_key(id));
+        let subs: BTreeSet<String> =
+            closure.sub_workflows.iter().filter_map(|w| w.template.as_ref()?.id.as_ref()).map(&sub_key).collect();
+        let ctx = Ctx { tasks: &tasks, subs: &subs, sub_key: &sub_key };
+        let mut templates = HashMap::new();
         let primary =
             closure.primary.as_ref().and_then(|p| p.template.as_ref()).ok_or("the closure has no primary workflow")?;
-        let retries_of = |id: &Identifier| -> u32 {
-            closure
-                .tasks
-                .iter()
-                .filter_map(|t| t.template.as_ref())
-                .find(|t| t.id.as_ref() == Some(id))
-                .and_then(|t| t.metadata.as_ref())
-                .and_then(|m| m.retries.as_ref())
-                .map(|r| r.retries)
-                .unwrap_or(0)
-        };
-        let timeout_of = |id: &Identifier| {
-            closure
-                .tasks
-                .iter()
-                .filter_map(|t| t.template.as_ref())
-                .find(|t| t.id.as_ref() == Some(id))
-                .and_then(|t| t.metadata.as_ref())
-                .and_then(|m| m.timeout)
-                .filter(|d| d.seconds > 0 || d.nanos > 0)
-        };
+        templates.insert(root_key.to_string(), Arc::new(ctx.template(primary)?));
+        for sub in closure.sub_workflows.iter().filter_map(|w| w.template.as_ref()) {
+            let id = sub.id.as_ref().ok_or("a sub-workflow has no id")?;
+            let t = ctx.template(sub).map_err(|e| format!("sub-workflow {}: {e}", id.name))?;
+            templates.insert(sub_key(id), Arc::new(t));
+        }
+        Ok(Catalog { templates, tasks })
+    }
+}
+
+/// What reading a template needs: task defaults and the known sub-workflows.
+struct Ctx<'a> {
+    tasks: &'a HashMap<String, Arc<TaskTemplate>>,
+    subs: &'a BTreeSet<String>,
+    sub_key: &'a dyn Fn(&Identifier) -> String,
+}
+
+impl Ctx<'_> {
+    fn template(&self, wf: &core::WorkflowTemplate) -> Result<Template, String> {
         let mut nodes = BTreeMap::new();
-        for n in &primary.nodes {
+        for n in &wf.nodes {
             if n.id == "start-node" || n.id == "end-node" {
                 continue;
             }
-            if let Some(kind) = unsupported(n) {
-                return Err(format!("node `{}`: {kind} are not supported by this scheduler yet", n.id));
-            }
-            let upstream: BTreeSet<String> =
-                n.upstream_node_ids.iter().filter(|u| *u != "start-node").cloned().collect();
-            if let Some(Target::BranchNode(b)) = &n.target {
-                let branch = branch_of(n, b, &retries_of)?;
-                let node = PlanNode {
-                    id: n.id.clone(),
-                    upstream,
-                    task: Identifier::default(),
-                    retries: 0,
-                    timeout: None,
-                    branch: Some(branch),
-                };
-                nodes.insert(n.id.clone(), node);
-                continue;
-            }
-            let (task, retries, timeout) = task_of(n, &retries_of, &timeout_of)?;
-            nodes.insert(n.id.clone(), PlanNode { id: n.id.clone(), upstream, task, retries, timeout, branch: None });
+            let mut node = self.node(n)?;
+            node.upstream = n.upstream_node_ids.iter().filter(|u| *u != "start-node").cloned().collect();
+            nodes.insert(n.id.clone(), node);
         }
         for n in nodes.values() {
             if let Some(missing) = n.upstream.iter().find(|u| !nodes.contains_key(*u)) {
                 return Err(format!("node `{}` depends on unknown node `{missing}`", n.id));
             }
         }
-        let policy = primary.metadata.as_ref().map(|m| m.on_failure).unwrap_or(0);
-        Ok(Plan {
+        let policy = wf.metadata.as_ref().map(|m| m.on_failure).unwrap_or(0);
+        Ok(Template {
             nodes,
+            outputs: wf.outputs.clone(),
             fail_after_executable_nodes_complete: policy
                 == core::workflow_metadata::OnFailurePolicy::FailAfterExecutableNodesComplete as i32,
         })
+    }
+
+    fn task_meta(&self, id: &Identifier) -> Option<&core::TaskMetadata> {
+        self.tasks.get(&entity_key(id)).and_then(|t| t.metadata.as_ref())
+    }
+
+    /// Retries and timeout: node metadata over task metadata.
+    fn limits(&self, n: &core::Node, task: Option<&Identifier>) -> (u32, Option<prost_types::Duration>) {
+        let meta = n.metadata.as_ref();
+        let task_meta = task.and_then(|t| self.task_meta(t));
+        let retries = meta
+            .and_then(|m| m.retries.as_ref())
+            .map(|r| r.retries)
+            .filter(|r| *r > 0)
+            .or_else(|| task_meta.and_then(|m| m.retries.as_ref()).map(|r| r.retries))
+            .unwrap_or(0);
+        let positive = |d: &prost_types::Duration| d.seconds > 0 || d.nanos > 0;
+        let timeout = meta
+            .and_then(|m| m.timeout)
+            .filter(positive)
+            .or_else(|| task_meta.and_then(|m| m.timeout).filter(positive));
+        (retries, timeout)
+    }
+
+    fn node(&self, n: &core::Node) -> Result<PlanNode, String> {
+        let (kind, task) = match &n.target {
+            Some(Target::TaskNode(t)) => {
+                let Some(task_node::Reference::ReferenceId(task)) = &t.reference else {
+                    return Err(format!("node `{}` has no task reference", n.id));
+                };
+                (Kind::Task { task: task.clone() }, Some(task.clone()))
+            }
+            Some(Target::BranchNode(b)) => (Kind::Branch(self.branch(n, b)?), None),
+            Some(Target::WorkflowNode(w)) => match &w.reference {
+                Some(workflow_node::Reference::SubWorkflowRef(id)) => {
+                    let key = (self.sub_key)(id);
+                    if !self.subs.contains(&key) {
+                        return Err(format!("node `{}`: sub-workflow {} is not in the closure", n.id, id.name));
+                    }
+                    (Kind::Workflow { template: key }, None)
+                }
+                Some(workflow_node::Reference::LaunchplanRef(_)) => {
+                    return Err(format!("node `{}`: launch plan nodes are not supported by this scheduler yet", n.id));
+                }
+                None => return Err(format!("workflow node `{}` has no reference", n.id)),
+            },
+            Some(Target::ArrayNode(a)) => {
+                let spec = self.array(n, a)?;
+                let task = spec.task.clone();
+                (Kind::Array(spec), Some(task))
+            }
+            Some(Target::GateNode(_)) => {
+                return Err(format!("node `{}`: gate nodes are not supported by this scheduler yet", n.id));
+            }
+            None => return Err(format!("node `{}` has no target", n.id)),
+        };
+        let (retries, timeout) = match (&kind, &n.target) {
+            // a map task's retries and timeout are its sub-node's, per index
+            (Kind::Array(_), Some(Target::ArrayNode(a))) => match a.node.as_deref() {
+                Some(sub) => self.limits(sub, task.as_ref()),
+                None => (0, None),
+            },
+            _ => self.limits(n, task.as_ref()),
+        };
+        Ok(PlanNode { id: n.id.clone(), upstream: BTreeSet::new(), inputs: n.inputs.clone(), kind, retries, timeout })
+    }
+
+    fn array(&self, n: &core::Node, a: &core::ArrayNode) -> Result<ArraySpec, String> {
+        let sub = a.node.as_deref().ok_or_else(|| format!("array node `{}` has no sub-node", n.id))?;
+        let Some(Target::TaskNode(t)) = &sub.target else {
+            return Err(format!(
+                "array node `{}`: only task sub-nodes are supported (map tasks); `{}` is another kind",
+                n.id, sub.id
+            ));
+        };
+        let Some(task_node::Reference::ReferenceId(task)) = &t.reference else {
+            return Err(format!("array node `{}`: sub-node `{}` has no task reference", n.id, sub.id));
+        };
+        let parallelism = match a.parallelism_option {
+            Some(array_node::ParallelismOption::Parallelism(p)) if p > 0 => Some(p),
+            _ => None,
+        };
+        let success = match a.success_criteria {
+            Some(array_node::SuccessCriteria::MinSuccesses(c)) => Success::Count(c),
+            Some(array_node::SuccessCriteria::MinSuccessRatio(r)) => {
+                if !(0.0..=1.0).contains(&r) {
+                    return Err(format!("array node `{}`: min_success_ratio {r} is not between 0 and 1", n.id));
+                }
+                Success::Ratio(r)
+            }
+            None => Success::All,
+        };
+        Ok(ArraySpec {
+            sub_node: sub.id.clone(),
+            task: task.clone(),
+            parallelism,
+            bound_inputs: a.bound_inputs.clone(),
+            success,
+        })
+    }
+
+    fn branch(&self, n: &core::Node, b: &core::BranchNode) -> Result<Branch, String> {
+        let ie = b.if_else.as_ref().ok_or_else(|| format!("branch node `{}` has no cases", n.id))?;
+        let mut cases = Vec::new();
+        for block in ie.case.iter().map(|b| &**b).chain(ie.other.iter()) {
+            let condition =
+                block.condition.clone().ok_or_else(|| format!("branch node `{}`: a case has no condition", n.id))?;
+            let then =
+                block.then_node.as_deref().ok_or_else(|| format!("branch node `{}`: a case has no node", n.id))?;
+            cases.push((condition, self.node(then)?));
+        }
+        let otherwise = match &ie.default {
+            Some(core::if_else_block::Default::ElseNode(e)) => Otherwise::Child(Box::new(self.node(e)?)),
+            Some(core::if_else_block::Default::Error(e)) => Otherwise::Fail(e.message.clone()),
+            None => Otherwise::Nothing,
+        };
+        Ok(Branch { cases, otherwise })
     }
 }

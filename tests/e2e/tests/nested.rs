@@ -1,0 +1,141 @@
+//! Workflows inside workflows, end to end through `pyflyte run --remote --wait` and FlyteRemote:
+//! sub-workflows three deep with a conditional at the bottom, map tasks (parallelism, success
+//! ratio, failure), and dynamic workflows (one of which starts a map task). The workflows are in
+//! `fixtures/runs/nested.py`.
+
+mod common;
+#[path = "common/facts.rs"]
+mod facts;
+#[path = "common/stack.rs"]
+mod stack;
+
+use anyhow::{Context, Result, ensure};
+use serde_json::{Value, json};
+
+use facts::{at, expect};
+use stack::{Stack, Store};
+
+/// The children FlyteRemote listed under a node, by unique id.
+fn children<'a>(node: &'a Value, what: &str) -> Result<&'a serde_json::Map<String, Value>> {
+    node["children"].as_object().with_context(|| format!("{what} has no children in\n{node:#}"))
+}
+
+/// The only child whose spec node id is `spec`.
+fn child<'a>(node: &'a Value, spec: &str) -> Result<(&'a String, &'a Value)> {
+    let found: Vec<_> = children(node, spec)?.iter().filter(|(_, c)| c["spec_node_id"] == spec).collect();
+    ensure!(found.len() == 1, "expected one child `{spec}`, found {}\nin {node:#}", found.len());
+    Ok(found[0])
+}
+
+/// outer -> middle -> inner -> branch -> task: each level listed under its parent with unique ids
+/// `<parent>-0-<node>`, the conditional inside the innermost sub-workflow taking each side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_workflows_three_deep_with_a_conditional_inside() -> Result<()> {
+    let s = Stack::start(Store::Local).await?;
+    let (small, big) = tokio::join!(
+        s.run_ok("nest1", "nested.py", "outer", &["--x", "2"]),
+        s.run_ok("nest2", "nested.py", "outer", &["--x", "7"]),
+    );
+    let (small, big) = (small?, big?);
+    let (f1, f2) = tokio::join!(s.inspect("nest1"), s.inspect("nest2"));
+    let (f1, f2) = (f1?, f2?);
+    expect(&f1, "/outputs", json!({"o0": "SMALL 6"}))?;
+    expect(&f2, "/outputs", json!({"o0": "BIG 16"}))?;
+
+    // level 1: the sub-workflow node `middle` is a parent, with its own inputs and outputs
+    let middle = at(&f2, "/nodes/n0")?;
+    expect(middle, "/is_parent", json!(true))?;
+    expect(middle, "/phase", json!("SUCCEEDED"))?;
+    expect(middle, "/outputs", json!({"o0": "big 16"}))?;
+    // level 2: add_one and the sub-workflow node `inner`
+    let (add_id, add) = child(middle, "n0")?;
+    ensure!(add_id == "n0-0-n0", "child ids are <parent>-<attempt>-<node>: {add_id}");
+    expect(add, "/outputs", json!({"o0": 8}))?;
+    let (inner_id, inner) = child(middle, "n1")?;
+    ensure!(inner_id == "n0-0-n1", "{inner_id}");
+    expect(inner, "/is_parent", json!(true))?;
+    // level 3: double, then the branch whose chosen child ran inside it
+    let (_, double) = child(inner, "n0")?;
+    expect(double, "/outputs", json!({"o0": 16}))?;
+    let (_, branch) = child(inner, "n1")?;
+    expect(branch, "/is_parent", json!(true))?;
+    // the child it ran, and the untaken one as SKIPPED
+    let kids = children(branch, "the branch")?;
+    let ran: Vec<_> = kids.values().filter(|c| c["phase"] != "SKIPPED").collect();
+    ensure!(ran.len() == 1 && kids.len() == 2, "one child ran, one was skipped\n{branch:#}");
+    let task = ran[0];
+    expect(task, "/phase", json!("SUCCEEDED"))?;
+    expect(task, "/outputs", json!({"o0": "big 16"}))?;
+    ensure!(task["attempts"].as_array().is_some_and(|a| a.len() == 1), "one attempt\n{task:#}");
+    eprintln!(
+        "nested: pyflyte run --wait: {:.1} s and {:.1} s",
+        small.elapsed.as_secs_f64(),
+        big.elapsed.as_secs_f64()
+    );
+    s.stop().await
+}
+
+/// Map tasks: every index runs once with its own attempt listed under the array node; a
+/// tolerated failure becomes None; an intolerable one fails the execution with the index's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn map_tasks_gather_in_order_and_honour_success_criteria() -> Result<()> {
+    let s = Stack::start(Store::Local).await?;
+    let (sq, tol, bad) = tokio::join!(
+        s.run_ok("map1", "nested.py", "squares", &["--xs", "[1, 2, 3, 4, 5]"]),
+        s.run_ok("map2", "nested.py", "tolerant", &["--xs", "[1, 2, 3, 4]"]),
+        s.pyflyte_run("map3", true, "nested.py", "intolerant", &["--xs", "[1, 2, 3]"]),
+    );
+    let (_sq, _tol, bad) = (sq?, tol?, bad?);
+    ensure!(!bad.status.success(), "a map with a failed index must fail\n{}", bad.dump());
+    let (f1, f2, f3) = tokio::join!(s.inspect("map1"), s.inspect("map2"), s.inspect("map3"));
+    let (f1, f2, f3) = (f1?, f2?, f3?);
+    expect(&f1, "/outputs", json!({"o0": [1, 4, 9, 16, 25]}))?;
+    let array = at(&f1, "/nodes/n0")?;
+    expect(array, "/is_array", json!(true))?;
+    // the sub-task attempts are the array node's task executions, one per index
+    let attempts = array["attempts"].as_array().context("attempts")?;
+    let nodes: Vec<&str> = attempts.iter().filter_map(|a| a["node"].as_str()).collect();
+    ensure!(nodes == ["n0-0", "n0-1", "n0-2", "n0-3", "n0-4"], "one attempt per index: {nodes:?}\n{array:#}");
+    ensure!(attempts.iter().all(|a| a["phase"] == "SUCCEEDED"), "{array:#}");
+    expect(&attempts[2], "/outputs", json!({"o0": 9}))?;
+
+    expect(&f2, "/phase", json!("SUCCEEDED"))?;
+    expect(&f2, "/outputs", json!({"o0": [10, 20, null, 40]}))?;
+
+    expect(&f3, "/phase", json!("FAILED"))?;
+    let message = at(&f3, "/error/message")?.as_str().unwrap_or_default();
+    ensure!(
+        message.contains("1 of 3 sub-tasks failed") && message.contains("three is unlucky"),
+        "the error names the count and the sub-task's error: {message}"
+    );
+    s.stop().await
+}
+
+/// Dynamic workflows: a Python loop decides the tasks; a dynamic task starts a map task; the
+/// dynamic node lists its children and its output feeds the next node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_workflows_run_their_children() -> Result<()> {
+    let s = Stack::start(Store::Local).await?;
+    let (a, b) = tokio::join!(
+        s.run_ok("dyn1", "nested.py", "dynamic_then_task", &["--n", "4"]),
+        s.run_ok("dyn2", "nested.py", "squares_of_range", &["--n", "5"]),
+    );
+    let (_a, _b) = (a?, b?);
+    let (f1, f2) = tokio::join!(s.inspect("dyn1"), s.inspect("dyn2"));
+    let (f1, f2) = (f1?, f2?);
+    // 0*2 + 1*2 + 2*2 + 3*2 = 12, then add_one
+    expect(&f1, "/outputs", json!({"o0": 13}))?;
+    let dynamic = at(&f1, "/nodes/n0")?;
+    expect(dynamic, "/is_dynamic", json!(true))?;
+    expect(dynamic, "/outputs", json!({"o0": 12}))?;
+    let kids = children(dynamic, "the dynamic node")?;
+    ensure!(kids.len() == 5, "four doubles and a total under the dynamic node\n{dynamic:#}");
+    ensure!(
+        kids.keys().all(|k| k.starts_with("n0-0-dn")),
+        "children are named <node>-<attempt>-dn<i>: {:?}",
+        kids.keys()
+    );
+
+    expect(&f2, "/outputs", json!({"o0": [0, 1, 4, 9, 16]}))?;
+    s.stop().await
+}
