@@ -20,6 +20,67 @@ pub struct Config {
     /// Extra attempts after system failures (crashes, lost executors, timeouts), on top of the
     /// task's own retries for recoverable user errors.
     pub system_retries: u32,
+    /// Launch-plan schedules (off unless enabled: they need metadata's gRPC endpoint).
+    pub schedules: SchedulesConfig,
+}
+
+/// The schedule loop (`[schedules]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulesConfig {
+    /// Run the schedule loop in this replica.
+    pub enabled: bool,
+    /// Metadata's admin gRPC address, `host:port`.
+    pub metadata_endpoint: String,
+    /// How often active launch plans are listed and due times fired.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: std::time::Duration,
+    /// What to do with scheduled times missed while no replica ran: `all`, `latest` or `none`.
+    pub catch_up: crate::schedule::CatchUp,
+    /// With `catch_up = "all"`: at most this many missed times per schedule (the most recent).
+    pub max_catch_up: u32,
+    /// A due time older than this counts as missed (must exceed `poll_interval`).
+    #[serde(with = "humantime_serde")]
+    pub missed_after: std::time::Duration,
+}
+
+impl Default for SchedulesConfig {
+    fn default() -> Self {
+        SchedulesConfig {
+            enabled: false,
+            metadata_endpoint: "127.0.0.1:8089".into(),
+            poll_interval: std::time::Duration::from_secs(10),
+            catch_up: crate::schedule::CatchUp::Latest,
+            max_catch_up: 10,
+            missed_after: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+impl SchedulesConfig {
+    /// The catch-up policy the pure core applies.
+    pub fn policy(&self) -> crate::schedule::Policy {
+        crate::schedule::Policy {
+            catch_up: self.catch_up,
+            max_catch_up: self.max_catch_up,
+            missed_after: self.missed_after.as_secs() as i64,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        aloft_runtime::grpc::validate_listen(&self.metadata_endpoint, "schedules.metadata_endpoint")?;
+        if self.poll_interval.is_zero() {
+            return Err(ConfigError::invalid("schedules.poll_interval", "must be greater than zero"));
+        }
+        if self.missed_after <= self.poll_interval {
+            // Otherwise a time due just after a pass is already "missed" at the next one.
+            return Err(ConfigError::invalid("schedules.missed_after", "must be longer than schedules.poll_interval"));
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -32,6 +93,7 @@ impl Default for Config {
             storage: aloft_blob::BlobConfig::default(),
             queue: "default".into(),
             system_retries: 3,
+            schedules: SchedulesConfig::default(),
         }
     }
 }
@@ -43,6 +105,7 @@ impl Validate for Config {
         if self.queue.is_empty() {
             return Err(ConfigError::invalid("queue", "must not be empty"));
         }
+        self.schedules.validate()?;
         self.health.validate()
     }
 }
@@ -88,6 +151,35 @@ mod tests {
         let err =
             aloft_runtime::config::load_from::<Config>(None, &env(&[("ALOFT_BUS__MAX_DELIVER", "0")])).unwrap_err();
         assert_eq!(err.to_string(), "invalid value for config key `bus`: max_deliver must be at least 1");
+    }
+
+    #[test]
+    fn schedules_keys_load_and_validate() {
+        let c: Config = aloft_runtime::config::load_from(
+            Some((
+                "s.toml",
+                "[schedules]\nenabled = true\nmetadata_endpoint = \"metadata:8089\"\npoll_interval = \"5s\"\n\
+                 catch_up = \"all\"\nmax_catch_up = 3\nmissed_after = \"2m\"\n",
+            )),
+            &[],
+        )
+        .unwrap();
+        assert!(c.schedules.enabled);
+        assert_eq!(c.schedules.policy().catch_up, crate::schedule::CatchUp::All);
+        assert_eq!((c.schedules.policy().max_catch_up, c.schedules.policy().missed_after), (3, 120));
+        let err = aloft_runtime::config::load_from::<Config>(
+            None,
+            &env(&[("ALOFT_SCHEDULES__ENABLED", "true"), ("ALOFT_SCHEDULES__MISSED_AFTER", "5s")]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid value for config key `schedules.missed_after`: must be longer than schedules.poll_interval"
+        );
+        let err =
+            aloft_runtime::config::load_from::<Config>(Some(("s.toml", "[schedules]\ncatch_up = \"some\"\n")), &[])
+                .unwrap_err();
+        assert!(err.to_string().contains("schedules.catch_up"), "{err}");
     }
 
     #[test]

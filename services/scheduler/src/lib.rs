@@ -14,6 +14,7 @@ pub mod app;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod schedule;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -71,9 +72,16 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         .await?;
     let blob = aloft_blob::BlobStore::from_config(&config.storage).await?;
     let kv = bus.kv_bucket("executions").await?;
+    // Launch-plan schedules: every replica runs the loop; deterministic names keep it exactly-once.
+    // Opened before anything is spawned, so a failure here leaves nothing running.
+    let schedules = match config.schedules.enabled {
+        true => Some(schedule::connect(&config.schedules, &bus, std::sync::Arc::new(schedule::SystemClock)).await?),
+        false => None,
+    };
     let app = app::App::new(bus.clone(), kv, blob, config.queue.clone(), config.system_retries);
     let commands_loop = tokio::spawn(consume(app.clone(), consumer, shutdown.clone()));
     let events_loop = tokio::spawn(consume(app, events, shutdown.clone()));
+    let schedules_loop = schedules.map(|runner| tokio::spawn(runner.run(shutdown.clone())));
 
     let (reporter, routes) = aloft_runtime::grpc::health(&[]);
     // Awaited here rather than left to a background task, so the first probe already sees it.
@@ -88,6 +96,9 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         // Both loops finish the message in hand before returning.
         let _ = commands_loop.await;
         let _ = events_loop.await;
+        if let Some(schedules_loop) = schedules_loop {
+            let _ = schedules_loop.await;
+        }
         if let Err(e) = bus.client().drain().await {
             tracing::warn!(error = %e, "cannot drain the nats connection");
         }
