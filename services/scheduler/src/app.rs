@@ -9,17 +9,20 @@ use std::sync::Arc;
 use aloft_blob::BlobStore;
 use aloft_bus::{Bus, KvBucket};
 use aloft_proto::aloft::v1::{AbortCommand, Envelope, ExecuteCommand, TaskRunCommand, envelope::Body};
+use aloft_proto::flyteidl::admin;
 use aloft_proto::flyteidl::core::{
     self as core, CompiledWorkflowClosure, LiteralMap, NodeExecutionIdentifier, TaskExecutionIdentifier,
     WorkflowExecutionIdentifier, node_execution::Phase as NodePhase, task_execution::Phase as TaskPhase,
     workflow_execution::Phase as WfPhase,
 };
 use aloft_proto::flyteidl::event::{self as event, NodeExecutionEvent, TaskExecutionEvent, WorkflowExecutionEvent};
+use aloft_proto::flyteidl::service::admin_service_client::AdminServiceClient;
 use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
+use tonic::transport::Channel;
 
 use crate::domain::bindings;
 use crate::domain::machine::{
@@ -55,6 +58,8 @@ pub struct App {
     pub queue: String,
     /// Extra attempts for system failures.
     pub system_retries: u32,
+    /// Metadata's admin API: launch-plan nodes create and terminate their child executions there.
+    admin: AdminServiceClient<Channel>,
     /// Compiled closures by URI: immutable, so cached forever (bounded by the number of running workflows).
     closures: Arc<Mutex<HashMap<String, Arc<Loaded>>>>,
     /// Compiled dynamic workflows by URI, as catalogs.
@@ -112,8 +117,15 @@ fn execution_error(f: &Failure) -> core::ExecutionError {
 
 impl App {
     /// Builds the shell around an existing bus, bucket and store.
-    pub fn new(bus: Bus, kv: KvBucket, blob: BlobStore, queue: String, system_retries: u32) -> App {
-        App { bus, kv, blob, queue, system_retries, closures: Arc::default(), dynamics: Arc::default() }
+    pub fn new(
+        bus: Bus,
+        kv: KvBucket,
+        blob: BlobStore,
+        queue: String,
+        system_retries: u32,
+        admin: AdminServiceClient<Channel>,
+    ) -> App {
+        App { bus, kv, blob, queue, system_retries, admin, closures: Arc::default(), dynamics: Arc::default() }
     }
 
     async fn closure(&self, uri: &str) -> Result<Arc<Loaded>, Error> {
@@ -303,7 +315,8 @@ impl App {
                         let n = &state.nodes[&ev.node_id];
                         format!("{}/futures.pb", layout::attempt_dir(prefix, &ev.node_id, n.attempt))
                     });
-                    self.publish_node(&id, &ev, input_uri, output_uri, dynamic_spec).await?;
+                    let child = child_execution(cmd, catalog, state, &ev.node_id);
+                    self.publish_node(&id, &ev, input_uri, output_uri, dynamic_spec, child).await?;
                 }
                 Effect::Dispatch { node_id, attempt, array } => {
                     if let Err(message) = self.dispatch(cmd, catalog, state, &node_id, attempt, array).await? {
@@ -399,6 +412,24 @@ impl App {
                     }
                 }
                 Effect::Gather { node_id } => self.gather(cmd, catalog, state, &node_id).await?,
+                Effect::Launch { node_id } => {
+                    if let Some(input) = self.launch(cmd, catalog, state, &node_id).await? {
+                        followups.push(input);
+                    }
+                }
+                Effect::AbortChild { node_id } => {
+                    let Some(child) = child_execution(cmd, catalog, state, &node_id) else { continue };
+                    let req = admin::ExecutionTerminateRequest {
+                        id: Some(child),
+                        cause: format!("the parent execution {} was stopped", key(&id)),
+                    };
+                    match self.admin.clone().terminate_execution(req).await {
+                        // already finished, or never created: nothing to stop
+                        Ok(_) => {}
+                        Err(s) if matches!(s.code(), tonic::Code::NotFound | tonic::Code::FailedPrecondition) => {}
+                        Err(s) => return Err(Error::Metadata(format!("terminating the child of {node_id}: {s}"))),
+                    }
+                }
             }
         }
         Ok(followups)
@@ -507,6 +538,78 @@ impl App {
         let uri = format!("{dir}/futures_compiled.pb");
         self.blob.put(&uri, closure.encode_to_vec()).await?;
         Ok(Ok(uri))
+    }
+
+    /// Creates a launch-plan node's child execution (mode CHILD_WORKFLOW, linked to the node).
+    /// Returns the node's failure when the child cannot be created (unknown launch plan, inputs
+    /// it rejects); an existing child (a replayed decision) is fine.
+    async fn launch(
+        &self,
+        cmd: &ExecuteCommand,
+        catalog: &Catalog,
+        state: &ExecState,
+        node_id: &str,
+    ) -> Result<Option<Input>, Error> {
+        let id = cmd.execution_id.clone().unwrap_or_default();
+        let Some(plan) = plan_node(catalog, state, node_id) else {
+            return Err(Error::Corrupt(format!("node `{node_id}` is not in the workflow")));
+        };
+        let Kind::LaunchPlan { id: lp } = &plan.kind else {
+            return Err(Error::Corrupt(format!("node `{node_id}` is not a launch plan node")));
+        };
+        let scope = Self::scope_of(cmd, state, node_id);
+        let inputs = match self.resolve(state, &scope, &plan.inputs).await? {
+            Ok(inputs) => inputs,
+            Err(message) => return Ok(Some(Input::InputsFailed { node_id: node_id.into(), message })),
+        };
+        self.blob.put(&layout::inputs(Self::prefix(cmd), node_id), inputs.encode_to_vec()).await?;
+        let child = child_execution(cmd, catalog, state, node_id).expect("a launch plan node");
+        let parent_meta = cmd.spec.as_ref().and_then(|s| s.metadata.clone()).unwrap_or_default();
+        let spec = admin::ExecutionSpec {
+            launch_plan: Some(lp.clone()),
+            metadata: Some(admin::ExecutionMetadata {
+                mode: admin::execution_metadata::ExecutionMode::ChildWorkflow as i32,
+                principal: parent_meta.principal.clone(),
+                nesting: parent_meta.nesting + 1,
+                parent_node_execution: Some(NodeExecutionIdentifier {
+                    node_id: node_id.to_string(),
+                    execution_id: Some(id.clone()),
+                }),
+                ..Default::default()
+            }),
+            // the parent's run-time settings carry over to the child, as in Flyte
+            envs: cmd.spec.as_ref().and_then(|s| s.envs.clone()),
+            overwrite_cache: cmd.spec.as_ref().is_some_and(|s| s.overwrite_cache),
+            ..Default::default()
+        };
+        let req = admin::ExecutionCreateRequest {
+            project: child.project.clone(),
+            domain: child.domain.clone(),
+            name: child.name.clone(),
+            spec: Some(spec),
+            inputs: Some(inputs),
+            org: String::new(),
+        };
+        match self.admin.clone().create_execution(req).await {
+            Ok(_) => Ok(None),
+            Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(None),
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::FailedPrecondition
+                ) =>
+            {
+                let failure = Failure {
+                    code: "LaunchPlanFailed".into(),
+                    message: format!("launch plan {} cannot start: {}", lp.name, s.message()),
+                    user: true,
+                    error_uri: String::new(),
+                };
+                let outcome = Outcome::Failed { failure, retryable: false };
+                Ok(Some(Input::ChildDone { node_id: node_id.into(), outcome }))
+            }
+            Err(s) => Err(Error::Metadata(format!("creating the child execution of {node_id}: {s}"))),
+        }
     }
 
     /// Gathers an array node's sub-task outputs into one list per output, in index order; the
@@ -696,7 +799,41 @@ impl App {
             })),
         };
         self.bus.publish(&env).await?;
+        if phase.is_terminal() {
+            self.tell_parent(cmd, phase, failure).await?;
+        }
         Ok(())
+    }
+
+    /// A child execution (of a launch-plan node) that ended tells its parent, after its own
+    /// terminal event is out; the parent ignores a second telling.
+    fn tell_parent<'a>(
+        &'a self,
+        cmd: &'a ExecuteCommand,
+        phase: WfStatus,
+        failure: Option<&'a Failure>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + Send + 'a>> {
+        Box::pin(async move {
+            let meta = cmd.spec.as_ref().and_then(|s| s.metadata.as_ref());
+            let Some(parent) = meta.and_then(|m| m.parent_node_execution.as_ref()) else { return Ok(()) };
+            let Some(parent_exec) = parent.execution_id.as_ref() else { return Ok(()) };
+            let outcome = match (phase, failure) {
+                (WfStatus::Succeeded, _) => {
+                    Outcome::Succeeded { output_uri: layout::workflow_outputs(Self::prefix(cmd)) }
+                }
+                (WfStatus::Aborted, _) => Outcome::Aborted,
+                (_, f) => Outcome::Failed {
+                    failure: f.cloned().unwrap_or(Failure {
+                        code: "ChildFailed".into(),
+                        message: "the child execution failed".into(),
+                        user: true,
+                        error_uri: String::new(),
+                    }),
+                    retryable: false,
+                },
+            };
+            self.apply(parent_exec, Input::ChildDone { node_id: parent.node_id.clone(), outcome }).await
+        })
     }
 
     async fn publish_node(
@@ -706,6 +843,7 @@ impl App {
         input_uri: String,
         output_uri: Option<String>,
         dynamic_spec: Option<String>,
+        child: Option<WorkflowExecutionIdentifier>,
     ) -> Result<(), Error> {
         let p = node_phase(ev.phase);
         let output_result = match (output_uri, &ev.failure) {
@@ -713,7 +851,12 @@ impl App {
             (Some(u), None) => Some(event::node_execution_event::OutputResult::OutputUri(u)),
             (None, None) => None,
         };
-        let target_metadata = dynamic_spec.map(|uri| {
+        let launched = child.map(|execution_id| {
+            event::node_execution_event::TargetMetadata::WorkflowNodeMetadata(event::WorkflowNodeMetadata {
+                execution_id: Some(execution_id),
+            })
+        });
+        let target_metadata = launched.or(dynamic_spec.map(|uri| {
             event::node_execution_event::TargetMetadata::TaskNodeMetadata(event::TaskNodeMetadata {
                 dynamic_workflow: Some(event::DynamicWorkflowNodeMetadata {
                     dynamic_job_spec_uri: uri,
@@ -721,7 +864,7 @@ impl App {
                 }),
                 ..Default::default()
             })
-        });
+        }));
         let node_id = &ev.node_id;
         let env = Envelope {
             id: format!("node/{}/{}/{}/{node_id}/{}/{}", id.project, id.domain, id.name, p.as_str_name(), ev.attempt),
@@ -759,6 +902,27 @@ fn ignore_conflict(e: aloft_bus::Error) -> Result<u64, aloft_bus::Error> {
 fn plan_node<'c>(catalog: &'c Catalog, state: &ExecState, node_id: &str) -> Option<&'c PlanNode> {
     let n = state.nodes.get(node_id)?;
     catalog.template(&n.template)?.find(&n.spec)
+}
+
+/// The child execution of a launch-plan node: in the launch plan's project and domain, named
+/// from the parent and the node (so a replayed decision finds the same child).
+fn child_execution(
+    cmd: &ExecuteCommand,
+    catalog: &Catalog,
+    state: &ExecState,
+    node_id: &str,
+) -> Option<WorkflowExecutionIdentifier> {
+    let Kind::LaunchPlan { id: lp } = &plan_node(catalog, state, node_id)?.kind else { return None };
+    let parent = cmd.execution_id.clone().unwrap_or_default();
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{}/{}/{}/{node_id}", parent.project, parent.domain, parent.name));
+    let name = format!("c{}", &hex::encode(digest)[..19]);
+    Some(WorkflowExecutionIdentifier {
+        project: lp.project.clone(),
+        domain: lp.domain.clone(),
+        name,
+        org: String::new(),
+    })
 }
 
 /// The number of sub-tasks of a map task: the common length of its list inputs (inputs bound

@@ -20,7 +20,10 @@ pub struct Config {
     /// Extra attempts after system failures (crashes, lost executors, timeouts), on top of the
     /// task's own retries for recoverable user errors.
     pub system_retries: u32,
-    /// Launch-plan schedules (off unless enabled: they need metadata's gRPC endpoint).
+    /// Metadata's admin gRPC address, `host:port`: launch-plan nodes create their child
+    /// executions there, and schedules fire there. Connected lazily, so metadata may start later.
+    pub metadata_endpoint: String,
+    /// Launch-plan schedules (off unless enabled).
     pub schedules: SchedulesConfig,
 }
 
@@ -30,8 +33,6 @@ pub struct Config {
 pub struct SchedulesConfig {
     /// Run the schedule loop in this replica.
     pub enabled: bool,
-    /// Metadata's admin gRPC address, `host:port`.
-    pub metadata_endpoint: String,
     /// How often active launch plans are listed and due times fired.
     #[serde(with = "humantime_serde")]
     pub poll_interval: std::time::Duration,
@@ -48,7 +49,6 @@ impl Default for SchedulesConfig {
     fn default() -> Self {
         SchedulesConfig {
             enabled: false,
-            metadata_endpoint: "127.0.0.1:8089".into(),
             poll_interval: std::time::Duration::from_secs(10),
             catch_up: crate::schedule::CatchUp::Latest,
             max_catch_up: 10,
@@ -71,7 +71,6 @@ impl SchedulesConfig {
         if !self.enabled {
             return Ok(());
         }
-        aloft_runtime::grpc::validate_listen(&self.metadata_endpoint, "schedules.metadata_endpoint")?;
         if self.poll_interval.is_zero() {
             return Err(ConfigError::invalid("schedules.poll_interval", "must be greater than zero"));
         }
@@ -93,6 +92,7 @@ impl Default for Config {
             storage: aloft_blob::BlobConfig::default(),
             queue: "default".into(),
             system_retries: 3,
+            metadata_endpoint: "127.0.0.1:8089".into(),
             schedules: SchedulesConfig::default(),
         }
     }
@@ -105,6 +105,7 @@ impl Validate for Config {
         if self.queue.is_empty() {
             return Err(ConfigError::invalid("queue", "must not be empty"));
         }
+        aloft_runtime::grpc::validate_listen(&self.metadata_endpoint, "metadata_endpoint")?;
         self.schedules.validate()?;
         self.health.validate()
     }
@@ -158,13 +159,14 @@ mod tests {
         let c: Config = aloft_runtime::config::load_from(
             Some((
                 "s.toml",
-                "[schedules]\nenabled = true\nmetadata_endpoint = \"metadata:8089\"\npoll_interval = \"5s\"\n\
+                "metadata_endpoint = \"metadata:8089\"\n[schedules]\nenabled = true\npoll_interval = \"5s\"\n\
                  catch_up = \"all\"\nmax_catch_up = 3\nmissed_after = \"2m\"\n",
             )),
             &[],
         )
         .unwrap();
         assert!(c.schedules.enabled);
+        assert_eq!(c.metadata_endpoint, "metadata:8089");
         assert_eq!(c.schedules.policy().catch_up, crate::schedule::CatchUp::All);
         assert_eq!((c.schedules.policy().max_catch_up, c.schedules.policy().missed_after), (3, 120));
         let err = aloft_runtime::config::load_from::<Config>(

@@ -22,6 +22,9 @@ pub enum Error {
     /// A core NATS publish failed.
     #[error("publish failed: {0}")]
     Publish(String),
+    /// Metadata's admin API failed (unreachable, or an unexpected answer); the message is retried.
+    #[error("metadata: {0}")]
+    Metadata(String),
     /// The service task panicked or was aborted.
     #[error("scheduler task failed: {0}")]
     Join(#[from] tokio::task::JoinError),

@@ -20,6 +20,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use aloft_bus::{Bus, StreamKind};
+use aloft_proto::flyteidl::service::admin_service_client::AdminServiceClient;
 use aloft_runtime::Shutdown;
 use tokio::task::JoinHandle;
 
@@ -74,11 +75,15 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     let kv = bus.kv_bucket("executions").await?;
     // Launch-plan schedules: every replica runs the loop; deterministic names keep it exactly-once.
     // Opened before anything is spawned, so a failure here leaves nothing running.
+    let admin = admin_client(&config.metadata_endpoint)?;
     let schedules = match config.schedules.enabled {
-        true => Some(schedule::connect(&config.schedules, &bus, std::sync::Arc::new(schedule::SystemClock)).await?),
+        true => Some(
+            schedule::connect(&config.schedules, &bus, admin.clone(), std::sync::Arc::new(schedule::SystemClock))
+                .await?,
+        ),
         false => None,
     };
-    let app = app::App::new(bus.clone(), kv, blob, config.queue.clone(), config.system_retries);
+    let app = app::App::new(bus.clone(), kv, blob, config.queue.clone(), config.system_retries, admin);
     let commands_loop = tokio::spawn(consume(app.clone(), consumer, shutdown.clone()));
     let events_loop = tokio::spawn(consume(app, events, shutdown.clone()));
     let schedules_loop = schedules.map(|runner| tokio::spawn(runner.run(shutdown.clone())));
@@ -131,6 +136,21 @@ async fn consume(app: app::App, consumer: aloft_bus::Consumer, shutdown: Shutdow
             }
         })
         .await;
+}
+
+/// A lazy channel to metadata's admin API, with timeouts so a hung metadata delays work (the
+/// message is retried) instead of stopping a loop.
+pub fn admin_client(
+    endpoint: &str,
+) -> Result<AdminServiceClient<tonic::transport::Channel>, aloft_runtime::grpc::ServeError> {
+    let invalid =
+        || aloft_runtime::grpc::ServeError::Address { addr: endpoint.to_string(), key: "metadata_endpoint".into() };
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+        .map_err(|_| invalid())?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(30))
+        .connect_lazy();
+    Ok(AdminServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
 }
 
 /// Runs the scheduler until `shutdown` resolves.

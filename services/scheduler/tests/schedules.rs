@@ -75,7 +75,6 @@ impl Env {
     fn schedules(&self, catch_up: CatchUp, max_catch_up: u32) -> SchedulesConfig {
         SchedulesConfig {
             enabled: true,
-            metadata_endpoint: self.endpoint.clone(),
             poll_interval: Duration::from_millis(50),
             catch_up,
             max_catch_up,
@@ -86,7 +85,8 @@ impl Env {
     /// A replica's schedule runner: its own NATS connection, the shared clock.
     async fn runner(&self, config: &SchedulesConfig, clock: &ManualClock) -> Result<schedule::Runner> {
         let bus = Bus::connect(self.bus.clone()).await?;
-        Ok(schedule::connect(config, &bus, Arc::new(clock.clone())).await?)
+        let admin = aloft_scheduler::admin_client(&self.endpoint)?;
+        Ok(schedule::connect(config, &bus, admin, Arc::new(clock.clone())).await?)
     }
 
     /// Registers `report(x: int, kickoff: datetime)`, a workflow around it and launch plan
@@ -558,6 +558,7 @@ async fn start_runs_the_loop_on_the_system_clock() -> Result<()> {
         health: aloft_scheduler::config::HealthConfig { listen: "127.0.0.1:0".into() },
         storage: aloft_blob::BlobConfig::local(env._dirs.1.path().display().to_string()),
         schedules: SchedulesConfig { poll_interval: Duration::from_millis(100), ..env.schedules(CatchUp::Latest, 0) },
+        metadata_endpoint: env.endpoint.clone(),
         ..Default::default()
     };
     let stop = CancellationToken::new();

@@ -139,3 +139,29 @@ async fn dynamic_workflows_run_their_children() -> Result<()> {
     expect(&f2, "/outputs", json!({"o0": [0, 1, 4, 9, 16]}))?;
     s.stop().await
 }
+
+/// Launch-plan nodes: each hop is a child execution (mode CHILD_WORKFLOW, linked to its parent
+/// node), three executions deep, the last one running sub-workflows and a conditional.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launch_plan_nodes_run_child_executions() -> Result<()> {
+    let s = Stack::start(Store::Local).await?;
+    s.run_ok("lp1", "nested.py", "via_two_lps", &["--x", "7"]).await?;
+    let f = s.inspect("lp1").await?;
+    expect(&f, "/outputs", json!({"o0": "BIG 16!"}))?;
+    let (lp_node, _) = (at(&f, "/nodes/n0")?, ());
+    expect(lp_node, "/phase", json!("SUCCEEDED"))?;
+    expect(lp_node, "/outputs", json!({"o0": "BIG 16"}))?;
+    let child = at(lp_node, "/child_execution")?.as_str().context("the node names its child execution")?.to_string();
+    // the child is an execution of its own, started by the parent's node
+    let c = s.inspect(&child).await?;
+    expect(&c, "/phase", json!("SUCCEEDED"))?;
+    expect(&c, "/mode", json!("CHILD_WORKFLOW"))?;
+    expect(&c, "/parent_node/node_id", json!("n0"))?;
+    expect(&c, "/parent_node/execution", json!("lp1"))?;
+    let grandchild = at(&c, "/nodes/n0/child_execution")?.as_str().context("the grandchild")?.to_string();
+    let g = s.inspect(&grandchild).await?;
+    expect(&g, "/outputs", json!({"o0": "big 16"}))?;
+    expect(&g, "/parent_node/execution", json!(child))?;
+    ensure!(at(&g, "/nodes/n1/is_parent")? == &json!(true), "the grandchild runs the sub-workflow\n{g:#}");
+    s.stop().await
+}

@@ -115,6 +115,8 @@ pub enum Tag {
     Workflow,
     /// An array node (map task).
     Array,
+    /// A launch-plan node (a child execution).
+    LaunchPlan,
 }
 
 /// A scope owned by a sub-workflow or dynamic node.
@@ -303,6 +305,13 @@ pub enum Input {
         /// Where the compiled closure is, or why it could not be compiled.
         closure: Result<String, String>,
     },
+    /// A launch-plan node's child execution ended.
+    ChildDone {
+        /// The launch-plan node.
+        node_id: String,
+        /// How (`Succeeded` carries the child's outputs).
+        outcome: Outcome,
+    },
     /// Terminate.
     Abort {
         /// Why.
@@ -443,6 +452,18 @@ pub enum Effect {
         /// The array node.
         node_id: String,
     },
+    /// Resolve a launch-plan node's inputs and create its child execution (idempotent: the
+    /// child's name is derived from the node); a child that cannot be created answers
+    /// `Input::ChildDone` with the failure.
+    Launch {
+        /// The launch-plan node.
+        node_id: String,
+    },
+    /// Terminate a launch-plan node's child execution.
+    AbortChild {
+        /// The launch-plan node.
+        node_id: String,
+    },
 }
 
 /// The initial state: every node of the workflow waiting.
@@ -462,6 +483,7 @@ fn tag(kind: &Kind) -> Tag {
         Kind::Branch(_) => Tag::Branch,
         Kind::Workflow { .. } => Tag::Workflow,
         Kind::Array(_) => Tag::Array,
+        Kind::LaunchPlan { .. } => Tag::LaunchPlan,
     }
 }
 
@@ -521,6 +543,15 @@ pub fn decide(state: &mut ExecState, input: Input, cx: Context<'_>) -> Vec<Effec
         Input::Prepared { node_id, size } => m.prepared(&node_id, size),
         Input::Branch { node_id, decision } => m.branch(&node_id, decision),
         Input::Compiled { node_id, closure } => m.compiled(&node_id, closure),
+        Input::ChildDone { node_id, outcome } => {
+            if m.running(&node_id) && m.state.nodes[&node_id].kind == Tag::LaunchPlan {
+                match outcome {
+                    Outcome::Succeeded { output_uri } => m.finish(&node_id, Done::Succeeded(output_uri)),
+                    Outcome::Failed { failure, .. } => m.finish(&node_id, Done::Failed(NodeStatus::Failed, failure)),
+                    Outcome::Aborted | Outcome::Dynamic => m.finish(&node_id, Done::Aborted),
+                }
+            }
+        }
         Input::Abort { cause } => {
             let _ = cause; // the cause is recorded by metadata when the abort is requested
             m.kill_scope(None);
@@ -837,6 +868,7 @@ impl Machine<'_, '_> {
             Tag::Task => Effect::Dispatch { node_id: id.into(), attempt: 0, array: None },
             Tag::Branch => Effect::Evaluate { node_id: id.into() },
             Tag::Workflow | Tag::Array => Effect::Prepare { node_id: id.into() },
+            Tag::LaunchPlan => Effect::Launch { node_id: id.into() },
         });
     }
 
@@ -931,6 +963,7 @@ impl Machine<'_, '_> {
                 self.fx.push(Effect::Kill { node_id: id.into(), attempt: node.attempt });
             }
             Tag::Array => self.kill_items(id),
+            Tag::LaunchPlan => self.fx.push(Effect::AbortChild { node_id: id.into() }),
             // sub-workflow and dynamic nodes: their children; a branch's chosen child is in the
             // same scope and is stopped as one of its nodes
             _ => self.kill_scope(Some(id.into())),

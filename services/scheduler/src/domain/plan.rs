@@ -53,6 +53,11 @@ pub enum Kind {
     },
     /// Run a task once per element of the list inputs.
     Array(ArraySpec),
+    /// Start a child execution of a launch plan and wait for it.
+    LaunchPlan {
+        /// The launch plan.
+        id: Identifier,
+    },
 }
 
 /// What a map task (array node) runs and how many sub-tasks must succeed.
@@ -273,9 +278,7 @@ impl Ctx<'_> {
                     }
                     (Kind::Workflow { template: key }, None)
                 }
-                Some(workflow_node::Reference::LaunchplanRef(_)) => {
-                    return Err(format!("node `{}`: launch plan nodes are not supported by this scheduler yet", n.id));
-                }
+                Some(workflow_node::Reference::LaunchplanRef(id)) => (Kind::LaunchPlan { id: id.clone() }, None),
                 None => return Err(format!("workflow node `{}` has no reference", n.id)),
             },
             Some(Target::ArrayNode(a)) => {

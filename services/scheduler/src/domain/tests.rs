@@ -528,3 +528,45 @@ fn a_dynamic_workflow_that_does_not_compile_fails_the_node() {
     let fx = decide(&mut s, Input::Compiled { node_id: "d".into(), closure: Err("bad".into()) }, cx(&p, NO_LIMIT));
     assert_eq!(workflow_phase(&fx), Some(WfStatus::Failed));
 }
+
+#[test]
+fn launch_plan_node_waits_for_its_child_execution() {
+    let lp = PlanNode {
+        kind: Kind::LaunchPlan { id: Identifier { name: "child_lp".into(), ..Default::default() } },
+        ..task("n0", &[], 0)
+    };
+    let p = catalog(template(vec![lp, task("n1", &["n0"], 0)], false), vec![]);
+    let mut s = initial(&p);
+    let fx = decide(&mut s, Input::Start, cx(&p, NO_LIMIT));
+    assert!(fx.contains(&Effect::Launch { node_id: "n0".into() }));
+    assert!(dispatched(&fx).is_empty());
+    let done = Input::ChildDone {
+        node_id: "n0".into(),
+        outcome: Outcome::Succeeded { output_uri: "/child/outputs.pb".into() },
+    };
+    let fx = decide(&mut s, done.clone(), cx(&p, NO_LIMIT));
+    assert_eq!(s.nodes["n0"].output_uri.as_deref(), Some("/child/outputs.pb"));
+    assert_eq!(dispatched(&fx), vec![("n1".into(), 0)]);
+    assert!(decide(&mut s, done, cx(&p, NO_LIMIT)).is_empty(), "a second telling changes nothing");
+}
+
+#[test]
+fn aborting_the_parent_terminates_the_child_execution() {
+    let lp = PlanNode {
+        kind: Kind::LaunchPlan { id: Identifier { name: "child_lp".into(), ..Default::default() } },
+        ..task("n0", &[], 0)
+    };
+    let p = catalog(template(vec![lp], false), vec![]);
+    let mut s = initial(&p);
+    decide(&mut s, Input::Start, cx(&p, NO_LIMIT));
+    let fx = decide(&mut s, Input::Abort { cause: "user".into() }, cx(&p, NO_LIMIT));
+    assert!(fx.contains(&Effect::AbortChild { node_id: "n0".into() }));
+    let failed = Input::ChildDone {
+        node_id: "n0".into(),
+        outcome: Outcome::Failed {
+            failure: Failure { code: "x".into(), message: "m".into(), user: true, error_uri: String::new() },
+            retryable: false,
+        },
+    };
+    assert!(decide(&mut s, failed, cx(&p, NO_LIMIT)).is_empty());
+}

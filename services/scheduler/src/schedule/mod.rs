@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use aloft_bus::Bus;
 use aloft_proto::flyteidl::service::admin_service_client::AdminServiceClient;
-use tonic::transport::Endpoint;
+use tonic::transport::Channel;
 
 pub use cadence::{Cadence, ScheduleError, ScheduleSpec};
 pub use due::{CatchUp, Due, Policy};
@@ -73,23 +73,14 @@ impl Clock for ManualClock {
     }
 }
 
-/// A runner for `config`: opens the progress bucket on `bus` and a lazy channel to metadata (it
-/// may start after the scheduler; passes fail and retry until it answers).
-pub async fn connect(config: &SchedulesConfig, bus: &Bus, clock: Arc<dyn Clock>) -> Result<Runner, crate::Error> {
+/// A runner for `config`: opens the progress bucket on `bus`; `admin` is the shared lazy channel
+/// to metadata (it may start after the scheduler; passes fail and retry until it answers).
+pub async fn connect(
+    config: &SchedulesConfig,
+    bus: &Bus,
+    admin: AdminServiceClient<Channel>,
+    clock: Arc<dyn Clock>,
+) -> Result<Runner, crate::Error> {
     let progress = bus.kv_bucket(BUCKET).await?;
-    let channel = endpoint(config)?.connect_lazy();
-    let admin = AdminServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
     Ok(Runner::new(admin, progress, config, clock))
-}
-
-/// The metadata endpoint, with timeouts so a hung metadata delays a pass, never stops the loop.
-fn endpoint(config: &SchedulesConfig) -> Result<Endpoint, aloft_runtime::grpc::ServeError> {
-    let invalid = || aloft_runtime::grpc::ServeError::Address {
-        addr: config.metadata_endpoint.clone(),
-        key: "schedules.metadata_endpoint".into(),
-    };
-    Ok(Endpoint::from_shared(format!("http://{}", config.metadata_endpoint))
-        .map_err(|_| invalid())?
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .timeout(std::time::Duration::from_secs(30)))
 }

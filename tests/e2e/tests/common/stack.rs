@@ -122,6 +122,7 @@ impl Stack {
                 bus: bus.clone(),
                 health: aloft_scheduler::config::HealthConfig { listen: "127.0.0.1:0".into() },
                 storage: storage.clone(),
+                metadata_endpoint: metadata.endpoint(),
                 ..aloft_scheduler::Config::default()
             },
             workers.clone(),
