@@ -24,11 +24,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
-use crate::domain::bindings;
 use crate::domain::machine::{
-    self, Context, Effect, ExecState, Failure, Input, Items, Limits, NodeEvent, NodeStatus, Outcome, WfStatus, layout,
+    self, CacheResult, CacheStatus, Context, Effect, ExecState, Failure, Input, Items, Limits, NodeEvent, NodeStatus,
+    Outcome, WfStatus, layout,
 };
 use crate::domain::plan::{Catalog, Kind, PlanNode, ROOT};
+use crate::domain::{bindings, cache};
 use crate::error::Error;
 
 /// How often a decision is retried when another replica changed the same execution meanwhile.
@@ -60,6 +61,8 @@ pub struct App {
     pub system_retries: u32,
     /// Metadata's admin API: launch-plan nodes create and terminate their child executions there.
     admin: AdminServiceClient<Channel>,
+    /// Cached outputs (`c.<key>`) and reservations of serialized cached tasks (`r.<key>`).
+    cache: KvBucket,
     /// Compiled closures by URI: immutable, so cached forever (bounded by the number of running workflows).
     closures: Arc<Mutex<HashMap<String, Arc<Loaded>>>>,
     /// Compiled dynamic workflows by URI, as catalogs.
@@ -124,8 +127,9 @@ impl App {
         queue: String,
         system_retries: u32,
         admin: AdminServiceClient<Channel>,
+        cache: KvBucket,
     ) -> App {
-        App { bus, kv, blob, queue, system_retries, admin, closures: Arc::default(), dynamics: Arc::default() }
+        App { bus, kv, blob, queue, system_retries, admin, cache, closures: Arc::default(), dynamics: Arc::default() }
     }
 
     async fn closure(&self, uri: &str) -> Result<Arc<Loaded>, Error> {
@@ -412,6 +416,25 @@ impl App {
                     }
                 }
                 Effect::Gather { node_id } => self.gather(cmd, catalog, state, &node_id).await?,
+                Effect::CacheLookup { node_id } => {
+                    followups.push(self.cache_lookup(cmd, catalog, state, &node_id).await?);
+                }
+                Effect::CachePut { node_id, key, output_uri } => {
+                    let entry = CacheEntry { output_uri, execution: key_of(&id), node_id: node_id.clone() };
+                    let bytes = Bytes::from(serde_json::to_vec(&entry).map_err(|e| Error::Corrupt(e.to_string()))?);
+                    // the first run to finish wins; a second one (overwrite_cache, a race) keeps it
+                    match self.cache.create(&format!("c.{key}"), bytes.clone()).await {
+                        Ok(_) => {}
+                        Err(e) if e.is_conflict() && cmd.spec.as_ref().is_some_and(|s| s.overwrite_cache) => {
+                            let rev = self.cache.get(&format!("c.{key}")).await?.map(|e| e.revision).unwrap_or(0);
+                            self.cache.update(&format!("c.{key}"), bytes, rev).await.or_else(ignore_conflict)?;
+                        }
+                        Err(e) if e.is_conflict() => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    self.cache_release(&id, &node_id, &key).await?;
+                }
+                Effect::CacheRelease { node_id, key } => self.cache_release(&id, &node_id, &key).await?,
                 Effect::Launch { node_id } => {
                     if let Some(input) = self.launch(cmd, catalog, state, &node_id).await? {
                         followups.push(input);
@@ -538,6 +561,102 @@ impl App {
         let uri = format!("{dir}/futures_compiled.pb");
         self.blob.put(&uri, closure.encode_to_vec()).await?;
         Ok(Ok(uri))
+    }
+
+    /// Looks a cached task node up: resolves and writes its inputs, computes its key, and finds
+    /// its outputs, or (for a serialized task) takes the key's reservation, or waits behind the
+    /// run holding it (registered to be woken when that run ends).
+    async fn cache_lookup(
+        &self,
+        cmd: &ExecuteCommand,
+        catalog: &Catalog,
+        state: &ExecState,
+        node_id: &str,
+    ) -> Result<Input, Error> {
+        let id = cmd.execution_id.clone().unwrap_or_default();
+        let (Some(plan), Some(task_id)) =
+            (plan_node(catalog, state, node_id), machine::task_of(catalog, state, node_id))
+        else {
+            return Err(Error::Corrupt(format!("cached node `{node_id}` is not in the workflow")));
+        };
+        let Some((task, spec)) = catalog.task(task_id).and_then(|t| Some((t, cache::spec(t)?))) else {
+            return Err(Error::Corrupt(format!("the task of cached node `{node_id}` is not cached")));
+        };
+        let scope = Self::scope_of(cmd, state, node_id);
+        let inputs = match self.resolve(state, &scope, &plan.inputs).await? {
+            Ok(inputs) => inputs,
+            Err(message) => return Ok(Input::InputsFailed { node_id: node_id.into(), message }),
+        };
+        self.blob.put(&layout::inputs(Self::prefix(cmd), node_id), inputs.encode_to_vec()).await?;
+        let key = cache::key(task_id, &spec, &task.interface.clone().unwrap_or_default(), &inputs);
+        let answer = |result| Input::Cache { node_id: node_id.into(), key: key.clone(), result };
+        let overwrite = cmd.spec.as_ref().is_some_and(|s| s.overwrite_cache);
+        let me = Waiter { execution: key_of(&id), node_id: node_id.to_string() };
+        for _ in 0..CAS_RETRIES {
+            if !overwrite && let Some(hit) = self.cache.get(&format!("c.{key}")).await? {
+                let entry: CacheEntry = serde_json::from_slice(&hit.value)
+                    .map_err(|e| Error::Corrupt(format!("cache entry {key}: {e}")))?;
+                return Ok(answer(CacheResult::Hit(entry.output_uri)));
+            }
+            if !spec.serializable {
+                return Ok(answer(CacheResult::Miss));
+            }
+            let reservation = Reservation { holder: me.clone(), waiters: vec![] };
+            let bytes = Bytes::from(serde_json::to_vec(&reservation).map_err(|e| Error::Corrupt(e.to_string()))?);
+            match self.cache.create(&format!("r.{key}"), bytes).await {
+                Ok(_) => return Ok(answer(CacheResult::Miss)),
+                Err(e) if e.is_conflict() => {}
+                Err(e) => return Err(e.into()),
+            }
+            // held: by this node (a replayed decision), or by another run to wait behind
+            let Some(held) = self.cache.get(&format!("r.{key}")).await? else { continue };
+            let mut r: Reservation = serde_json::from_slice(&held.value)
+                .map_err(|e| Error::Corrupt(format!("cache reservation {key}: {e}")))?;
+            if r.holder == me {
+                return Ok(answer(CacheResult::Miss));
+            }
+            if r.waiters.contains(&me) {
+                return Ok(answer(CacheResult::Wait));
+            }
+            r.waiters.push(me.clone());
+            let bytes = Bytes::from(serde_json::to_vec(&r).map_err(|e| Error::Corrupt(e.to_string()))?);
+            match self.cache.update(&format!("r.{key}"), bytes, held.revision).await {
+                Ok(_) => return Ok(answer(CacheResult::Wait)),
+                Err(e) if e.is_conflict() => continue, // released or joined meanwhile: look again
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Corrupt(format!("cache key {key} kept changing; giving up for now")))
+    }
+
+    /// Gives up `node_id`'s reservation of `key` (if it holds it) and wakes the runs waiting
+    /// behind it: they find the outputs, or one of them takes the reservation over.
+    fn cache_release<'a>(
+        &'a self,
+        id: &'a WorkflowExecutionIdentifier,
+        node_id: &'a str,
+        key: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + Send + 'a>> {
+        Box::pin(async move {
+            let me = Waiter { execution: key_of(id), node_id: node_id.to_string() };
+            let Some(held) = self.cache.get(&format!("r.{key}")).await? else { return Ok(()) };
+            let r: Reservation = serde_json::from_slice(&held.value)
+                .map_err(|e| Error::Corrupt(format!("cache reservation {key}: {e}")))?;
+            if r.holder != me {
+                return Ok(());
+            }
+            match self.cache.delete(&format!("r.{key}"), held.revision).await {
+                Ok(()) => {}
+                // a waiter joined meanwhile: release again with the new list (the message is retried)
+                Err(e) if e.is_conflict() => return Err(Error::Corrupt(format!("cache reservation {key} changed"))),
+                Err(e) => return Err(e.into()),
+            }
+            for w in r.waiters {
+                let Some(exec) = parse_key(&w.execution) else { continue };
+                self.apply(&exec, Input::CacheCheck { node_id: w.node_id }).await?;
+            }
+            Ok(())
+        })
     }
 
     /// Creates a launch-plan node's child execution (mode CHILD_WORKFLOW, linked to the node).
@@ -856,15 +975,15 @@ impl App {
                 execution_id: Some(execution_id),
             })
         });
-        let target_metadata = launched.or(dynamic_spec.map(|uri| {
+        let task_meta = (dynamic_spec.is_some() || ev.cache.is_some()).then(|| {
             event::node_execution_event::TargetMetadata::TaskNodeMetadata(event::TaskNodeMetadata {
-                dynamic_workflow: Some(event::DynamicWorkflowNodeMetadata {
-                    dynamic_job_spec_uri: uri,
-                    ..Default::default()
-                }),
+                cache_status: ev.cache.map(cache_status).unwrap_or(core::CatalogCacheStatus::CacheDisabled) as i32,
+                dynamic_workflow: dynamic_spec
+                    .map(|uri| event::DynamicWorkflowNodeMetadata { dynamic_job_spec_uri: uri, ..Default::default() }),
                 ..Default::default()
             })
-        }));
+        });
+        let target_metadata = launched.or(task_meta);
         let node_id = &ev.node_id;
         let env = Envelope {
             id: format!("node/{}/{}/{}/{node_id}/{}/{}", id.project, id.domain, id.name, p.as_str_name(), ev.attempt),
@@ -902,6 +1021,54 @@ fn ignore_conflict(e: aloft_bus::Error) -> Result<u64, aloft_bus::Error> {
 fn plan_node<'c>(catalog: &'c Catalog, state: &ExecState, node_id: &str) -> Option<&'c PlanNode> {
     let n = state.nodes.get(node_id)?;
     catalog.template(&n.template)?.find(&n.spec)
+}
+
+/// How Flyte shows a cached node's status.
+fn cache_status(s: CacheStatus) -> core::CatalogCacheStatus {
+    match s {
+        CacheStatus::Lookup | CacheStatus::Waiting | CacheStatus::Miss => core::CatalogCacheStatus::CacheMiss,
+        CacheStatus::Hit => core::CatalogCacheStatus::CacheHit,
+        CacheStatus::Populated => core::CatalogCacheStatus::CachePopulated,
+    }
+}
+
+/// A cached run's outputs, under `c.<key>` in the cache bucket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CacheEntry {
+    output_uri: String,
+    /// The run that produced them (`project.domain.name` and node).
+    execution: String,
+    node_id: String,
+}
+
+/// A node of an execution, as the cache knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Waiter {
+    execution: String,
+    node_id: String,
+}
+
+/// The run of a serialized cached task in progress, under `r.<key>`, and who waits for it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Reservation {
+    holder: Waiter,
+    waiters: Vec<Waiter>,
+}
+
+fn key_of(id: &WorkflowExecutionIdentifier) -> String {
+    key(id)
+}
+
+/// The execution id of a `project.domain.name` state key.
+fn parse_key(k: &str) -> Option<WorkflowExecutionIdentifier> {
+    let mut parts = k.splitn(3, '.');
+    let (project, domain, name) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(WorkflowExecutionIdentifier {
+        project: project.into(),
+        domain: domain.into(),
+        name: name.into(),
+        org: String::new(),
+    })
 }
 
 /// The child execution of a launch-plan node: in the launch plan's project and domain, named

@@ -83,7 +83,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         ),
         false => None,
     };
-    let app = app::App::new(bus.clone(), kv, blob, config.queue.clone(), config.system_retries, admin);
+    let cache = bus.kv_bucket("cache").await?;
+    let app = app::App::new(bus.clone(), kv, blob, config.queue.clone(), config.system_retries, admin, cache);
     let commands_loop = tokio::spawn(consume(app.clone(), consumer, shutdown.clone()));
     let events_loop = tokio::spawn(consume(app, events, shutdown.clone()));
     let schedules_loop = schedules.map(|runner| tokio::spawn(runner.run(shutdown.clone())));

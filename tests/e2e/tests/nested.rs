@@ -165,3 +165,61 @@ async fn launch_plan_nodes_run_child_executions() -> Result<()> {
     ensure!(at(&g, "/nodes/n1/is_parent")? == &json!(true), "the grandchild runs the sub-workflow\n{g:#}");
     s.stop().await
 }
+
+/// How many times a task of `fixtures/runs/cached.py` really ran (its marker files).
+fn runs_of(s: &Stack, task: &str) -> usize {
+    std::fs::read_dir(s.scratch.join(task)).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Caching: a cached task runs once across executions (the second is a CACHE_HIT that runs
+/// nothing), inputs it ignores do not matter, `--overwrite-cache` and a new cache version run it
+/// again; a serialized cached task started by two executions at once runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_tasks_run_once_per_key() -> Result<()> {
+    let s = Stack::start(Store::Local).await?;
+    let scratch = s.scratch_str()?.to_string();
+    s.run_ok("cache1", "cached.py", "features", &["--rows", "5", "--scratch", &scratch]).await?;
+    s.run_ok("cache2", "cached.py", "features", &["--rows", "5", "--scratch", &scratch]).await?;
+    ensure!(runs_of(&s, "featurize") == 1, "ran {} times", runs_of(&s, "featurize"));
+    let (f1, f2) = tokio::join!(s.inspect("cache1"), s.inspect("cache2"));
+    let (f1, f2) = (f1?, f2?);
+    expect(&f1, "/nodes/n0/cache_status", json!("CACHE_POPULATED"))?;
+    expect(&f2, "/nodes/n0/cache_status", json!("CACHE_HIT"))?;
+    expect(&f2, "/nodes/n0/outputs", json!({"o0": 15}))?;
+    expect(&f2, "/outputs", json!({"o0": "15 features"}))?;
+    ensure!(at(&f2, "/nodes/n0/attempts")?.as_array().is_some_and(|a| a.is_empty()), "a hit has no attempt\n{f2:#}");
+
+    // other inputs, then the same inputs with --overwrite-cache
+    s.run_ok("cache3", "cached.py", "features", &["--rows", "6", "--scratch", &scratch]).await?;
+    s.run_ok_with("cache4", &["--overwrite-cache"], "cached.py", "features", &["--rows", "5", "--scratch", &scratch])
+        .await?;
+    ensure!(runs_of(&s, "featurize") == 3, "ran {} times", runs_of(&s, "featurize"));
+
+    // a new cache version is a new key
+    common::edit_file(
+        &s.workdir.join("cached.py"),
+        "cache_version=\"1.0\", cache_ignore",
+        "cache_version=\"2.0\", cache_ignore",
+    )?;
+    s.run_ok("cache5", "cached.py", "features", &["--rows", "5", "--scratch", &scratch]).await?;
+    ensure!(runs_of(&s, "featurize") == 4, "ran {} times", runs_of(&s, "featurize"));
+
+    // serialized: two executions at once, one run; the other waits and hits
+    let args = ["--n", "1", "--scratch", &scratch];
+    let (a, b) = tokio::join!(
+        s.run_ok("ser1", "cached.py", "embeddings", &args),
+        s.run_ok("ser2", "cached.py", "embeddings", &args),
+    );
+    let (_a, _b) = (a?, b?);
+    ensure!(runs_of(&s, "slow_embed") == 1, "serialized task ran {} times", runs_of(&s, "slow_embed"));
+    let (g1, g2) = tokio::join!(s.inspect("ser1"), s.inspect("ser2"));
+    let (g1, g2) = (g1?, g2?);
+    expect(&g1, "/outputs", json!({"o0": 101}))?;
+    expect(&g2, "/outputs", json!({"o0": 101}))?;
+    let statuses = [at(&g1, "/nodes/n0/cache_status")?.clone(), at(&g2, "/nodes/n0/cache_status")?.clone()];
+    ensure!(
+        statuses.contains(&json!("CACHE_HIT")) && statuses.contains(&json!("CACHE_POPULATED")),
+        "one populated, one hit: {statuses:?}"
+    );
+    s.stop().await
+}

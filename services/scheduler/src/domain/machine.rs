@@ -119,6 +119,32 @@ pub enum Tag {
     LaunchPlan,
 }
 
+/// Where a cached task node is with the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CacheStatus {
+    /// Being looked up.
+    Lookup,
+    /// Another run of the same key holds the reservation; this node waits for its outputs.
+    Waiting,
+    /// Not in the cache: this node runs (and holds the reservation of a serialized task).
+    Miss,
+    /// Outputs came from the cache; nothing ran.
+    Hit,
+    /// Ran and stored its outputs.
+    Populated,
+}
+
+/// What a cache lookup found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheResult {
+    /// Outputs of an earlier run.
+    Hit(String),
+    /// Run it.
+    Miss,
+    /// Another run of the same key is in progress; wait to be woken.
+    Wait,
+}
+
 /// A scope owned by a sub-workflow or dynamic node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScopeState {
@@ -229,6 +255,12 @@ pub struct NodeState {
     pub dynamic: Option<String>,
     /// Array node: its sub-tasks.
     pub items: Option<Items>,
+    /// Cached task node: where it is with the cache.
+    #[serde(default)]
+    pub cache: Option<CacheStatus>,
+    /// Cached task node: its cache key.
+    #[serde(default)]
+    pub cache_key: Option<String>,
 }
 
 /// What the scheduler keeps per execution (stored in the KV bucket between messages).
@@ -304,6 +336,20 @@ pub enum Input {
         node_id: String,
         /// Where the compiled closure is, or why it could not be compiled.
         closure: Result<String, String>,
+    },
+    /// A cached task node's lookup finished.
+    Cache {
+        /// The node.
+        node_id: String,
+        /// Its cache key.
+        key: String,
+        /// What was found.
+        result: CacheResult,
+    },
+    /// The run a waiting cached node depends on finished: look again.
+    CacheCheck {
+        /// The node.
+        node_id: String,
     },
     /// A launch-plan node's child execution ended.
     ChildDone {
@@ -392,6 +438,8 @@ pub struct NodeEvent {
     pub output_uri: Option<String>,
     /// Error, on failure.
     pub failure: Option<Failure>,
+    /// A cached task node's cache status.
+    pub cache: Option<CacheStatus>,
 }
 
 /// What the caller must do, in order.
@@ -464,6 +512,28 @@ pub enum Effect {
         /// The launch-plan node.
         node_id: String,
     },
+    /// Resolve a cached task node's inputs, write them, compute its key and look it up (and
+    /// reserve it for a serialized task); answer with `Input::Cache`.
+    CacheLookup {
+        /// The node.
+        node_id: String,
+    },
+    /// Store a cached node's outputs under its key, then release its reservation.
+    CachePut {
+        /// The node.
+        node_id: String,
+        /// Its key.
+        key: String,
+        /// Its outputs.
+        output_uri: String,
+    },
+    /// Release a cached node's reservation (it did not produce outputs), waking the waiters.
+    CacheRelease {
+        /// The node.
+        node_id: String,
+        /// Its key.
+        key: String,
+    },
 }
 
 /// The initial state: every node of the workflow waiting.
@@ -504,6 +574,8 @@ fn new_node(n: &PlanNode, template: &str, scope: Option<String>, parent: Option<
         child: None,
         dynamic: None,
         items: None,
+        cache: None,
+        cache_key: None,
     }
 }
 
@@ -543,6 +615,18 @@ pub fn decide(state: &mut ExecState, input: Input, cx: Context<'_>) -> Vec<Effec
         Input::Prepared { node_id, size } => m.prepared(&node_id, size),
         Input::Branch { node_id, decision } => m.branch(&node_id, decision),
         Input::Compiled { node_id, closure } => m.compiled(&node_id, closure),
+        Input::Cache { node_id, key, result } => m.cache(&node_id, key, result),
+        Input::CacheCheck { node_id } => {
+            let waiting = m
+                .state
+                .nodes
+                .get(&node_id)
+                .is_some_and(|n| n.status == NodeStatus::Running && n.cache == Some(CacheStatus::Waiting));
+            if waiting {
+                m.state.nodes.get_mut(&node_id).expect("waiting").cache = Some(CacheStatus::Lookup);
+                m.fx.push(Effect::CacheLookup { node_id });
+            }
+        }
         Input::ChildDone { node_id, outcome } => {
             if m.running(&node_id) && m.state.nodes[&node_id].kind == Tag::LaunchPlan {
                 match outcome {
@@ -577,6 +661,7 @@ fn boundary_event(id: &str) -> NodeEvent {
         inputs_of: None,
         output_uri: None,
         failure: None,
+        cache: None,
     }
 }
 
@@ -621,6 +706,7 @@ impl Machine<'_, '_> {
             inputs_of: Some(id.into()),
             output_uri,
             failure,
+            cache: n.cache,
         }));
     }
 
@@ -641,6 +727,7 @@ impl Machine<'_, '_> {
             inputs_of: Some(array.into()),
             output_uri: output,
             failure,
+            cache: None,
         }));
     }
 
@@ -801,6 +888,7 @@ impl Machine<'_, '_> {
                         inputs_of: None,
                         output_uri: None,
                         failure: None,
+                        cache: None,
                     }));
                 }
                 self.state.nodes.insert(unique.clone(), new_node(plan, &template, scope, Some(id.into())));
@@ -844,6 +932,26 @@ impl Machine<'_, '_> {
         }
     }
 
+    fn cache(&mut self, id: &str, key: String, result: CacheResult) {
+        let Some(node) = self.state.nodes.get_mut(id) else { return };
+        if node.status != NodeStatus::Running || node.cache != Some(CacheStatus::Lookup) {
+            return; // a duplicate
+        }
+        node.cache_key = Some(key);
+        match result {
+            CacheResult::Hit(uri) => {
+                node.cache = Some(CacheStatus::Hit);
+                self.finish(id, Done::Succeeded(uri));
+            }
+            CacheResult::Miss => {
+                node.cache = Some(CacheStatus::Miss);
+                let attempt = node.attempt;
+                self.fx.push(Effect::Dispatch { node_id: id.into(), attempt, array: None });
+            }
+            CacheResult::Wait => node.cache = Some(CacheStatus::Waiting),
+        }
+    }
+
     // ------------------------------------------------------------------ transitions
 
     /// Creates the waiting nodes of the scope `owner` just opened.
@@ -862,7 +970,15 @@ impl Machine<'_, '_> {
     /// Starts a waiting node.
     fn start(&mut self, id: &str) {
         let kind = self.state.nodes[id].kind;
-        self.state.nodes.get_mut(id).expect("exists").status = NodeStatus::Running;
+        let cached = kind == Tag::Task && self.plan_node(id).is_some_and(|p| p.cached);
+        let node = self.state.nodes.get_mut(id).expect("exists");
+        node.status = NodeStatus::Running;
+        if cached {
+            node.cache = Some(CacheStatus::Lookup);
+            self.event(id, NodeStatus::Running, None, None);
+            self.fx.push(Effect::CacheLookup { node_id: id.into() });
+            return;
+        }
         self.event(id, NodeStatus::Running, None, None);
         self.fx.push(match kind {
             Tag::Task => Effect::Dispatch { node_id: id.into(), attempt: 0, array: None },
@@ -883,6 +999,18 @@ impl Machine<'_, '_> {
         node.status = phase;
         node.output_uri = output.clone();
         node.failure = failure.clone();
+        // a node that ran for the cache stores its outputs (or gives its reservation up) first
+        if node.cache == Some(CacheStatus::Miss) {
+            let key = node.cache_key.clone().unwrap_or_default();
+            match &output {
+                Some(uri) => {
+                    node.cache = Some(CacheStatus::Populated);
+                    self.fx.push(Effect::CachePut { node_id: id.into(), key, output_uri: uri.clone() });
+                }
+                None => self.fx.push(Effect::CacheRelease { node_id: id.into(), key }),
+            }
+        }
+        let node = &self.state.nodes[id];
         let (parent, scope) = (node.parent.clone(), node.scope.clone());
         self.event(id, phase, output, failure);
         // a branch's chosen child: the branch ends as its child did, with its outputs
@@ -960,7 +1088,13 @@ impl Machine<'_, '_> {
         }
         match node.kind {
             Tag::Task if node.child.is_none() => {
-                self.fx.push(Effect::Kill { node_id: id.into(), attempt: node.attempt });
+                if node.cache == Some(CacheStatus::Miss) {
+                    let key = node.cache_key.clone().unwrap_or_default();
+                    self.fx.push(Effect::CacheRelease { node_id: id.into(), key });
+                }
+                if node.cache != Some(CacheStatus::Waiting) && node.cache != Some(CacheStatus::Lookup) {
+                    self.fx.push(Effect::Kill { node_id: id.into(), attempt: node.attempt });
+                }
             }
             Tag::Array => self.kill_items(id),
             Tag::LaunchPlan => self.fx.push(Effect::AbortChild { node_id: id.into() }),
@@ -979,7 +1113,13 @@ impl Machine<'_, '_> {
             .nodes
             .values()
             .map(|n| match n.kind {
-                Tag::Task if n.status == NodeStatus::Running && n.child.is_none() => 1,
+                Tag::Task
+                    if n.status == NodeStatus::Running
+                        && n.child.is_none()
+                        && n.cache != Some(CacheStatus::Waiting) =>
+                {
+                    1
+                }
                 Tag::Array if n.status == NodeStatus::Running => {
                     n.items.as_ref().map(|i| i.count(|s| s == NodeStatus::Running)).unwrap_or(0)
                 }

@@ -34,6 +34,8 @@ pub struct PlanNode {
     pub retries: u32,
     /// Kill an attempt after this long (task nodes).
     pub timeout: Option<prost_types::Duration>,
+    /// A task node whose task caches its outputs (`cache=True`).
+    pub cached: bool,
 }
 
 /// The node kinds the scheduler runs.
@@ -299,7 +301,17 @@ impl Ctx<'_> {
             },
             _ => self.limits(n, task.as_ref()),
         };
-        Ok(PlanNode { id: n.id.clone(), upstream: BTreeSet::new(), inputs: n.inputs.clone(), kind, retries, timeout })
+        let cached = matches!(kind, Kind::Task { .. })
+            && task.as_ref().and_then(|t| self.task_meta(t)).is_some_and(|m| m.discoverable);
+        Ok(PlanNode {
+            id: n.id.clone(),
+            upstream: BTreeSet::new(),
+            inputs: n.inputs.clone(),
+            kind,
+            retries,
+            timeout,
+            cached,
+        })
     }
 
     fn array(&self, n: &core::Node, a: &core::ArrayNode) -> Result<ArraySpec, String> {

@@ -17,6 +17,7 @@ fn task(id: &str, upstream: &[&str], retries: u32) -> PlanNode {
         kind: Kind::Task { task: Identifier { name: format!("t.{id}"), ..Default::default() } },
         retries,
         timeout: None,
+        cached: false,
     }
 }
 
@@ -569,4 +570,64 @@ fn aborting_the_parent_terminates_the_child_execution() {
         },
     };
     assert!(decide(&mut s, failed, cx(&p, NO_LIMIT)).is_empty());
+}
+
+fn cached_plan() -> Catalog {
+    let mut n = task("n0", &[], 1);
+    n.cached = true;
+    catalog(template(vec![n, task("n1", &["n0"], 0)], false), vec![])
+}
+
+fn cache_answer(result: CacheResult) -> Input {
+    Input::Cache { node_id: "n0".into(), key: "k".into(), result }
+}
+
+#[test]
+fn a_cache_hit_runs_nothing() {
+    let p = cached_plan();
+    let mut s = initial(&p);
+    let fx = decide(&mut s, Input::Start, cx(&p, NO_LIMIT));
+    assert!(fx.contains(&Effect::CacheLookup { node_id: "n0".into() }));
+    assert!(dispatched(&fx).is_empty(), "looked up before it runs");
+    let fx = decide(&mut s, cache_answer(CacheResult::Hit("/cache/o.pb".into())), cx(&p, NO_LIMIT));
+    assert_eq!(dispatched(&fx), vec![("n1".into(), 0)], "only the next node runs");
+    assert_eq!(s.nodes["n0"].output_uri.as_deref(), Some("/cache/o.pb"));
+    assert!(fx.iter().any(|e| matches!(e,
+        Effect::NodeEvent(NodeEvent { node_id, phase: NodeStatus::Succeeded, cache: Some(CacheStatus::Hit), .. })
+            if node_id == "n0")));
+}
+
+#[test]
+fn a_miss_runs_and_stores_its_outputs_before_reporting_success() {
+    let p = cached_plan();
+    let mut s = initial(&p);
+    decide(&mut s, Input::Start, cx(&p, NO_LIMIT));
+    let fx = decide(&mut s, cache_answer(CacheResult::Miss), cx(&p, NO_LIMIT));
+    assert_eq!(dispatched(&fx), vec![("n0".into(), 0)]);
+    // a retried attempt still runs for the cache
+    let fx = decide(&mut s, failed("n0", 0, true, true), cx(&p, NO_LIMIT));
+    assert_eq!(dispatched(&fx), vec![("n0".into(), 1)]);
+    let fx = decide(&mut s, ok("n0", 1), cx(&p, NO_LIMIT));
+    let put = fx
+        .iter()
+        .position(|e| matches!(e, Effect::CachePut { key, output_uri, .. } if key == "k" && output_uri == "/o/n0/1"));
+    let event = fx.iter().position(|e| matches!(e, Effect::NodeEvent(NodeEvent { phase: NodeStatus::Succeeded, .. })));
+    assert!(put.is_some() && put < event, "{fx:?}");
+    assert_eq!(s.nodes["n0"].cache, Some(CacheStatus::Populated));
+}
+
+#[test]
+fn a_waiting_node_looks_again_when_woken_and_a_failed_run_releases_its_reservation() {
+    let p = cached_plan();
+    let mut s = initial(&p);
+    decide(&mut s, Input::Start, cx(&p, NO_LIMIT));
+    let fx = decide(&mut s, cache_answer(CacheResult::Wait), cx(&p, NO_LIMIT));
+    assert!(fx.is_empty(), "waiting does nothing: {fx:?}");
+    let fx = decide(&mut s, Input::CacheCheck { node_id: "n0".into() }, cx(&p, NO_LIMIT));
+    assert_eq!(fx, vec![Effect::CacheLookup { node_id: "n0".into() }]);
+    assert!(decide(&mut s, Input::CacheCheck { node_id: "n0".into() }, cx(&p, NO_LIMIT)).is_empty(), "once");
+    decide(&mut s, cache_answer(CacheResult::Miss), cx(&p, NO_LIMIT));
+    let fx = decide(&mut s, failed("n0", 0, true, false), cx(&p, NO_LIMIT));
+    assert!(fx.contains(&Effect::CacheRelease { node_id: "n0".into(), key: "k".into() }));
+    assert_eq!(s.status, WfStatus::Failed);
 }
