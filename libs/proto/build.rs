@@ -34,6 +34,8 @@ fn main() {
     });
 
     let aloft_dir = root.join("proto");
+    // the folder too, so a new .proto file is picked up without touching an old one
+    println!("cargo:rerun-if-changed={}", aloft_dir.join("aloft").display());
     let aloft_files = proto_files(&aloft_dir.join("aloft"));
     for f in &aloft_files {
         println!("cargo:rerun-if-changed={}", f.display());

@@ -1,28 +1,39 @@
-//! Aloft notifier: delivers notifications about executions.
+//! Aloft notifier: tells the owning team in Slack when an execution finishes.
 //!
-//! Owns (as the architecture grows into it): reacting to terminal workflow events by posting to
-//! Slack (incoming webhook or bot token), enriched with ownership and run metadata and optionally
-//! by an AWS Lambda hook, de-duplicated by event id. Must not: change executions, or read another
-//! service's database.
+//! Owns: reacting to terminal workflow events (a durable consumer shared by all replicas),
+//! routing them by notification rules and project labels, enriching them with ownership and run
+//! metadata read from metadata's admin API, the optional AWS Lambda enrichment hook, Slack
+//! delivery (incoming webhook or bot token) with pacing and retries, and its own record of every
+//! delivery and attempt (its `notifier_*` tables), served as `aloft.v1.NotifierService`.
 //!
-//! What it does today is only its infrastructure: connect to NATS, ensure the bus topology,
-//! create its durable consumer on workflow events, and serve the gRPC health check. It does not
-//! pull events yet: acknowledging events without notifying would silently skip them, whereas an
-//! untouched durable keeps its position, so the notifier that arrives with Slack delivery starts
-//! from the oldest event still retained.
+//! Must not: change executions, keep a copy of metadata's data, or read another service's
+//! tables; and nothing else waits for it.
 
+pub mod adapters;
+pub mod app;
 pub mod config;
+pub mod domain;
 pub mod error;
+pub mod grpc;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use aloft_bus::{Bus, EventKind, StreamKind};
+use aloft_proto::aloft::v1::notifier_service_server::NotifierServiceServer;
 use aloft_runtime::Shutdown;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+pub use app::Stats;
 pub use config::Config;
 pub use error::Error;
+
+use crate::adapters::lambda::LambdaHook;
+use crate::adapters::metadata::MetadataClient;
+use crate::adapters::slack::SlackClient;
+use crate::adapters::store::Store;
 
 /// Durable consumer on the events stream, filtered to workflow events (whether an event is
 /// terminal is in its body, not its subject). Every replica uses this one name.
@@ -35,22 +46,44 @@ pub const HEALTH_SERVICE: &str = "aloft.notifier";
 /// A started notifier.
 #[derive(Debug)]
 pub struct Running {
-    /// The health address actually bound (useful with port 0).
+    /// The gRPC address actually bound (health and NotifierService; useful with port 0).
     pub health_addr: SocketAddr,
     /// The stream the durable consumer reads.
     pub stream: String,
     /// The durable consumer's name.
     pub consumer: String,
-    /// Resolves once the health server has stopped and the NATS connection is drained.
+    /// This replica's id, as recorded with its claims and attempts.
+    pub replica: String,
+    /// What it did so far.
+    pub stats: Arc<Stats>,
+    /// Resolves once the server, the consumer and the sender have stopped and the NATS
+    /// connection is drained.
     pub task: JoinHandle<Result<(), Error>>,
 }
 
-/// Binds the health listener, connects to NATS, ensures the topology and the durable consumer,
-/// then serves health until `shutdown` is cancelled. Start-up failures (port taken, NATS
-/// unreachable, stream refused) are returned here, before anything is served.
+/// Binds the gRPC listener, opens the delivery database, connects to NATS and ensures the
+/// durable consumer, then consumes events, sends deliveries and serves until `shutdown` is
+/// cancelled. Start-up failures (port taken, database or NATS unreachable) are returned here,
+/// before anything is served. Metadata and Slack are not contacted at start.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error> {
     let listener = aloft_runtime::grpc::bind(&config.health.listen, "health.listen").await?;
     let health_addr = listener.local_addr().map_err(Error::LocalAddr)?;
+
+    let store = Store::connect(&config.database_url).await?;
+    let metadata =
+        MetadataClient::connect_lazy(&config.metadata.endpoint, config.metadata.timeout).map_err(Error::Metadata)?;
+    let slack = SlackClient::new(
+        &config.slack.api_url,
+        config.slack.bot_token.clone(),
+        config.slack.webhook_channels(),
+        config.slack.timeout,
+    )?;
+    let routing = config.routing_config();
+    let hook = if config.lambda.function.is_empty() {
+        None
+    } else {
+        Some(LambdaHook::new(&config.lambda, routing.users.clone()).await)
+    };
 
     let bus = Bus::connect(config.bus.clone()).await?;
     bus.ensure().await?;
@@ -58,26 +91,54 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     let consumer = bus.consumer(CONSUMER, &filters, StreamKind::Events).await?;
     let (stream, consumer_name) = (consumer.stream().to_string(), consumer.name().to_string());
 
-    let (reporter, routes) = aloft_runtime::grpc::health(&[]);
+    let replica = format!("notifier-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let stats = Arc::new(Stats::default());
+    let wake = Arc::new(Notify::new());
+    let app = app::App {
+        metadata,
+        store: store.clone(),
+        hook,
+        routing,
+        webhooks: config.slack.webhook_set(),
+        bot: slack.has_bot(),
+        console_url: config.console_url.clone(),
+        settle_wait: config.metadata.settle_wait,
+        stats: stats.clone(),
+        wake: wake.clone(),
+    };
+    let sender = app::Sender {
+        store: store.clone(),
+        slack,
+        replica: replica.clone(),
+        config: config.delivery.clone(),
+        wake,
+        stats: stats.clone(),
+    };
+
+    let (reporter, mut routes) = aloft_runtime::grpc::health(&["aloft.v1.NotifierService"]);
     // Awaited here rather than left to a background task, so the first probe already sees it.
     reporter.set_service_status(HEALTH_SERVICE, tonic_health::ServingStatus::Serving).await;
+    routes = routes.add_service(NotifierServiceServer::new(grpc::Notifier(store)));
 
     tracing::info!(
-        %health_addr, url = %config.bus.url, %stream, consumer = %consumer_name,
-        "notifier ready (events are not pulled yet)"
+        %health_addr, url = %config.bus.url, %stream, consumer = %consumer_name, %replica,
+        hook = !config.lambda.function.is_empty(), "notifier ready"
     );
+    let consuming = tokio::spawn(app::consume(consumer, app, shutdown.clone(), config.bus.ack_wait));
+    let sending = tokio::spawn(sender.run(shutdown.clone()));
     let task = tokio::spawn(async move {
         let served = aloft_runtime::grpc::serve(routes, listener, shutdown).await;
-        // The consumer is only held, never pulled from, so its position is unchanged for the
-        // next start.
-        drop(consumer);
+        let consumed = consuming.await;
+        let sent = sending.await;
         if let Err(e) = bus.client().drain().await {
             tracing::warn!(error = %e, "cannot drain the nats connection");
         }
         tracing::info!("notifier stopped");
+        consumed?;
+        sent?;
         served.map_err(Error::from)
     });
-    Ok(Running { health_addr, stream, consumer: consumer_name, task })
+    Ok(Running { health_addr, stream, consumer: consumer_name, replica, stats, task })
 }
 
 /// Runs the notifier until `shutdown` resolves.
