@@ -152,6 +152,19 @@ impl AdminService for Admin {
         Ok(Response::new(admin::ExecutionCreateResponse { id: Some(id) }))
     }
 
+    async fn relaunch_execution(
+        &self,
+        r: Request<admin::ExecutionRelaunchRequest>,
+    ) -> R<admin::ExecutionCreateResponse> {
+        let id = self.0.relaunch_execution(r.into_inner()).await?;
+        Ok(Response::new(admin::ExecutionCreateResponse { id: Some(id) }))
+    }
+
+    async fn recover_execution(&self, r: Request<admin::ExecutionRecoverRequest>) -> R<admin::ExecutionCreateResponse> {
+        let id = self.0.recover_execution(r.into_inner()).await?;
+        Ok(Response::new(admin::ExecutionCreateResponse { id: Some(id) }))
+    }
+
     async fn get_execution(&self, r: Request<admin::WorkflowExecutionGetRequest>) -> R<admin::Execution> {
         Ok(Response::new(self.0.get_execution(r.into_inner().id).await?))
     }

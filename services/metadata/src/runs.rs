@@ -316,6 +316,54 @@ impl App {
             .ok_or_else(|| Error::not_found(format!("execution {} does not exist", exec_display(id))))
     }
 
+    /// RelaunchExecution: the same launch plan, spec and inputs again, as a new execution
+    /// (mode RELAUNCH, pointing back at the original).
+    pub async fn relaunch_execution(
+        &self,
+        req: admin::ExecutionRelaunchRequest,
+    ) -> Result<WorkflowExecutionIdentifier> {
+        use admin::execution_metadata::ExecutionMode;
+        self.rerun(req.id.as_ref(), &req.name, ExecutionMode::Relaunch, req.overwrite_cache, "RelaunchExecution").await
+    }
+
+    /// RecoverExecution: like a relaunch (mode RECOVERED); the scheduler reuses the outputs of
+    /// the nodes that succeeded in the original and runs only the rest.
+    pub async fn recover_execution(&self, req: admin::ExecutionRecoverRequest) -> Result<WorkflowExecutionIdentifier> {
+        use admin::execution_metadata::ExecutionMode;
+        self.rerun(req.id.as_ref(), &req.name, ExecutionMode::Recovered, false, "RecoverExecution").await
+    }
+
+    async fn rerun(
+        &self,
+        id: Option<&WorkflowExecutionIdentifier>,
+        name: &str,
+        mode: admin::execution_metadata::ExecutionMode,
+        overwrite_cache: bool,
+        what: &str,
+    ) -> Result<WorkflowExecutionIdentifier> {
+        let original = validate_exec_id(id, what)?;
+        let row = self.execution_row(&original).await?;
+        let mut spec: admin::ExecutionSpec = decode(&row.spec, "execution spec")?;
+        let (inputs, _) = self.read_literal_map(&row.inputs_uri).await?;
+        let principal = spec.metadata.as_ref().map(|m| m.principal.clone()).unwrap_or_default();
+        spec.metadata = Some(admin::ExecutionMetadata {
+            mode: mode as i32,
+            principal,
+            reference_execution: Some(original.clone()),
+            ..Default::default()
+        });
+        spec.overwrite_cache |= overwrite_cache;
+        self.create_execution(admin::ExecutionCreateRequest {
+            project: original.project.clone(),
+            domain: original.domain.clone(),
+            name: name.to_string(),
+            spec: Some(spec),
+            inputs: Some(inputs),
+            org: String::new(),
+        })
+        .await
+    }
+
     /// GetExecution.
     pub async fn get_execution(&self, id: Option<WorkflowExecutionIdentifier>) -> Result<Execution> {
         let id = validate_exec_id(id.as_ref(), "GetExecution")?;

@@ -94,6 +94,7 @@ fn node_phase(s: NodeStatus) -> NodePhase {
         NodeStatus::TimedOut => NodePhase::TimedOut,
         NodeStatus::Aborted => NodePhase::Aborted,
         NodeStatus::Skipped => NodePhase::Skipped,
+        NodeStatus::Recovered => NodePhase::Recovered,
     }
 }
 
@@ -162,7 +163,12 @@ impl App {
                 self.publish_wf(cmd, WfStatus::Failed, Some(&failure)).await?;
                 let stored = Stored {
                     command: hex::encode(cmd.encode_to_vec()),
-                    state: ExecState { status: WfStatus::Failed, nodes: Default::default(), failure: None },
+                    state: ExecState {
+                        status: WfStatus::Failed,
+                        nodes: Default::default(),
+                        failure: None,
+                        recover: Default::default(),
+                    },
                 };
                 self.kv
                     .create(
@@ -175,6 +181,7 @@ impl App {
             }
         };
         let mut state = machine::initial(catalog);
+        state.recover = self.recoverable(cmd).await?;
         self.decide_and_perform(cmd, catalog, &mut state, Input::Start).await?;
         let stored = Stored { command: hex::encode(cmd.encode_to_vec()), state };
         match self
@@ -187,6 +194,29 @@ impl App {
             Err(e) if e.is_conflict() => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// For a recovered execution: the outputs of every node that succeeded in the original
+    /// (read from the original's state, which the scheduler keeps).
+    async fn recoverable(&self, cmd: &ExecuteCommand) -> Result<BTreeMap<String, String>, Error> {
+        let meta = cmd.spec.as_ref().and_then(|s| s.metadata.as_ref());
+        let recovering = meta.is_some_and(|m| m.mode == admin::execution_metadata::ExecutionMode::Recovered as i32);
+        let Some(original) = meta.and_then(|m| m.reference_execution.as_ref()).filter(|_| recovering) else {
+            return Ok(BTreeMap::new());
+        };
+        let Some(entry) = self.kv.get(&key(original)).await? else {
+            tracing::warn!(original = %key(original), "recovering an execution the scheduler has no state of: running all");
+            return Ok(BTreeMap::new());
+        };
+        let stored: Stored = serde_json::from_slice(&entry.value)
+            .map_err(|e| Error::Corrupt(format!("state of {}: {e}", key(original))))?;
+        Ok(stored
+            .state
+            .nodes
+            .into_iter()
+            .filter(|(_, n)| n.status == NodeStatus::Succeeded)
+            .filter_map(|(id, n)| Some((id, n.output_uri?)))
+            .collect())
     }
 
     fn limits(&self, cmd: &ExecuteCommand) -> Limits {

@@ -223,3 +223,31 @@ async fn cached_tasks_run_once_per_key() -> Result<()> {
     );
     s.stop().await
 }
+
+/// RecoverExecution reuses the outputs of the nodes that succeeded (reported RECOVERED, not run
+/// again) and runs the rest; RelaunchExecution runs everything again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_skips_succeeded_nodes_and_relaunch_runs_all() -> Result<()> {
+    let s = Stack::start(Store::Local).await?;
+    let scratch = s.scratch_str()?.to_string();
+    let failed = s.pyflyte_run("rec1", true, "recover.py", "recoverable", &["--scratch", &scratch]).await?;
+    ensure!(!failed.status.success(), "the first run fails\n{}", failed.dump());
+    ensure!(runs_of(&s, "prepare") == 1, "prepare ran once");
+    std::fs::write(s.scratch.join("source-is-back"), "")?;
+
+    let recovered = s.remote("recover", "rec1", &["--new-name", "rec2"]).await?;
+    expect(&recovered, "/name", json!("rec2"))?;
+    expect(&recovered, "/phase", json!("SUCCEEDED"))?;
+    expect(&recovered, "/outputs", json!({"o0": 42}))?;
+    expect(&recovered, "/mode", json!("RECOVERED"))?;
+    expect(&recovered, "/nodes/n0/phase", json!("RECOVERED"))?;
+    expect(&recovered, "/nodes/n1/phase", json!("SUCCEEDED"))?;
+    ensure!(runs_of(&s, "prepare") == 1, "a recovered node does not run again ({} runs)", runs_of(&s, "prepare"));
+
+    let relaunched = s.remote("relaunch", "rec2", &["--new-name", "rec3"]).await?;
+    expect(&relaunched, "/phase", json!("SUCCEEDED"))?;
+    expect(&relaunched, "/mode", json!("RELAUNCH"))?;
+    expect(&relaunched, "/outputs", json!({"o0": 42}))?;
+    ensure!(runs_of(&s, "prepare") == 2, "a relaunch runs everything ({} runs)", runs_of(&s, "prepare"));
+    s.stop().await
+}

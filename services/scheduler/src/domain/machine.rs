@@ -58,6 +58,9 @@ pub enum NodeStatus {
     Aborted,
     /// Never ran: an upstream node failed, or a branch chose another child.
     Skipped,
+    /// Reported for a node whose outputs a recovered execution took from the original (its own
+    /// status is Succeeded).
+    Recovered,
 }
 
 impl NodeStatus {
@@ -69,7 +72,7 @@ impl NodeStatus {
             NodeStatus::Failed => 3,
             NodeStatus::TimedOut => 4,
             NodeStatus::Aborted => 5,
-            NodeStatus::Skipped => 6,
+            NodeStatus::Skipped | NodeStatus::Recovered => 6,
         }
     }
 
@@ -272,6 +275,10 @@ pub struct ExecState {
     pub nodes: BTreeMap<String, NodeState>,
     /// The first node failure, reported as the execution's error.
     pub failure: Option<(String, Failure)>,
+    /// A recovered execution: outputs of the original's succeeded nodes, by unique id; such a
+    /// node is not run again.
+    #[serde(default)]
+    pub recover: BTreeMap<String, String>,
 }
 
 /// How an attempt ended (from the executor's terminal task event).
@@ -544,7 +551,7 @@ pub fn initial(catalog: &Catalog) -> ExecState {
             nodes.insert(n.id.clone(), new_node(n, ROOT, None, None));
         }
     }
-    ExecState { status: WfStatus::Running, nodes, failure: None }
+    ExecState { status: WfStatus::Running, nodes, failure: None, recover: BTreeMap::new() }
 }
 
 fn tag(kind: &Kind) -> Tag {
@@ -583,6 +590,8 @@ fn new_node(n: &PlanNode, template: &str, scope: Option<String>, parent: Option<
 #[derive(Debug, Clone)]
 enum Done {
     Succeeded(String),
+    /// Succeeded in the execution this one recovers.
+    Recovered(String),
     Failed(NodeStatus, Failure),
     Aborted,
 }
@@ -969,6 +978,10 @@ impl Machine<'_, '_> {
 
     /// Starts a waiting node.
     fn start(&mut self, id: &str) {
+        if let Some(uri) = self.state.recover.remove(id) {
+            self.state.nodes.get_mut(id).expect("exists").status = NodeStatus::Running;
+            return self.finish(id, Done::Recovered(uri));
+        }
         let kind = self.state.nodes[id].kind;
         let cached = kind == Tag::Task && self.plan_node(id).is_some_and(|p| p.cached);
         let node = self.state.nodes.get_mut(id).expect("exists");
@@ -992,7 +1005,7 @@ impl Machine<'_, '_> {
     fn finish(&mut self, id: &str, done: Done) {
         let node = self.state.nodes.get_mut(id).expect("finished node exists");
         let (phase, output, failure) = match &done {
-            Done::Succeeded(uri) => (NodeStatus::Succeeded, Some(uri.clone()), None),
+            Done::Succeeded(uri) | Done::Recovered(uri) => (NodeStatus::Succeeded, Some(uri.clone()), None),
             Done::Failed(phase, f) => (*phase, None, Some(f.clone())),
             Done::Aborted => (NodeStatus::Aborted, None, None),
         };
@@ -1012,13 +1025,14 @@ impl Machine<'_, '_> {
         }
         let node = &self.state.nodes[id];
         let (parent, scope) = (node.parent.clone(), node.scope.clone());
-        self.event(id, phase, output, failure);
+        let reported = if matches!(done, Done::Recovered(_)) { NodeStatus::Recovered } else { phase };
+        self.event(id, reported, output, failure);
         // a branch's chosen child: the branch ends as its child did, with its outputs
         if let Some(p) = parent.filter(|p| self.state.nodes[p].chosen.as_deref() == Some(id)) {
             return self.finish(&p, done);
         }
         let failure = match done {
-            Done::Succeeded(_) => return,
+            Done::Succeeded(_) | Done::Recovered(_) => return,
             Done::Failed(_, f) => f,
             Done::Aborted => Failure {
                 code: "Aborted".into(),
@@ -1207,9 +1221,13 @@ impl Machine<'_, '_> {
                 changed = true;
             }
         }
+        // a node finished at once (recovered) may have made others ready: the caller loops
+        if changed {
+            return true;
+        }
         let busy = blocked || self.state.nodes.values().any(|n| n.scope == scope && n.status == NodeStatus::Running);
         if busy {
-            return changed;
+            return false;
         }
         // nothing runs and nothing more can start: the scope is done
         let members: Vec<String> =

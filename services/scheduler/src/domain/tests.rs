@@ -631,3 +631,16 @@ fn a_waiting_node_looks_again_when_woken_and_a_failed_run_releases_its_reservati
     assert!(fx.contains(&Effect::CacheRelease { node_id: "n0".into(), key: "k".into() }));
     assert_eq!(s.status, WfStatus::Failed);
 }
+
+#[test]
+fn a_recovered_execution_reuses_what_succeeded() {
+    let p = catalog(plan(&[("n0", &[]), ("n1", &["n0"])], 0, false), vec![]);
+    let mut s = initial(&p);
+    s.recover.insert("n0".into(), "/original/n0/outputs.pb".into());
+    let fx = decide(&mut s, Input::Start, cx(&p, NO_LIMIT));
+    assert_eq!(dispatched(&fx), vec![("n1".into(), 0)], "only what did not succeed runs");
+    assert!(fx.iter().any(|e| matches!(e,
+        Effect::NodeEvent(NodeEvent { node_id, phase: NodeStatus::Recovered, output_uri: Some(u), .. })
+            if node_id == "n0" && u == "/original/n0/outputs.pb")));
+    assert_eq!(s.nodes["n0"].status, NodeStatus::Succeeded);
+}
