@@ -7,7 +7,7 @@
 //!
 //! | stream (`<P>` = `stream_prefix`) | retention  | subjects                                   |
 //! |----------------------------------|------------|--------------------------------------------|
-//! | `<P>_COMMANDS`                   | work queue | `<p>.cmd.execute`, `<p>.cmd.abort`         |
+//! | `<P>_COMMANDS`                   | work queue | `<p>.cmd.execute`, `<p>.cmd.abort`, `<p>.cmd.wake` |
 //! | `<P>_TASKS`                      | work queue | `<p>.task.run.<queue>`                     |
 //! | `<P>_EVENTS`                     | limits     | `<p>.evt.<kind>.<project>.<domain>`       |
 //!
@@ -153,6 +153,11 @@ impl Topology {
         format!("{}.cmd.abort", self.subject_prefix)
     }
 
+    /// `<p>.cmd.wake`: signals and timers for the scheduler.
+    pub fn wake_subject(&self) -> String {
+        format!("{}.cmd.wake", self.subject_prefix)
+    }
+
     /// `<p>.task.run.<queue>`, the queue encoded as one token.
     pub fn task_run_subject(&self, queue: &str) -> Result<String> {
         let queue = subject_token(queue).ok_or_else(|| Error::Config("task queue name is empty".into()))?;
@@ -181,7 +186,7 @@ impl Topology {
     /// The subjects a stream captures.
     pub fn stream_subjects(&self, kind: StreamKind) -> Vec<String> {
         match kind {
-            StreamKind::Commands => vec![self.execute_subject(), self.abort_subject()],
+            StreamKind::Commands => vec![self.execute_subject(), self.abort_subject(), self.wake_subject()],
             StreamKind::Tasks => vec![format!("{}.task.run.>", self.subject_prefix)],
             StreamKind::Events => vec![format!("{}.evt.>", self.subject_prefix)],
         }
@@ -220,6 +225,7 @@ impl Topology {
         let (kind, exec) = match body {
             Body::Execute(_) => return Ok(self.execute_subject()),
             Body::Abort(_) => return Ok(self.abort_subject()),
+            Body::Signal(_) | Body::Wake(_) => return Ok(self.wake_subject()),
             Body::TaskRun(run) => {
                 if run.queue.is_empty() {
                     return Err(invalid("task_run.queue is empty"));
@@ -375,7 +381,7 @@ mod tests {
     fn stream_specs_match_the_architecture() {
         let specs = topo().stream_specs();
         assert_eq!(specs.len(), 3);
-        assert_eq!(specs[0].subjects, ["aloft.cmd.execute", "aloft.cmd.abort"]);
+        assert_eq!(specs[0].subjects, ["aloft.cmd.execute", "aloft.cmd.abort", "aloft.cmd.wake"]);
         assert_eq!(specs[0].retention, Retention::WorkQueue);
         assert_eq!(specs[1].subjects, ["aloft.task.run.>"]);
         assert_eq!(specs[1].retention, Retention::WorkQueue);
@@ -399,6 +405,8 @@ mod tests {
         let t = topo();
         assert_eq!(t.subject_for(&env(Body::Execute(ExecuteCommand::default()))).unwrap(), "aloft.cmd.execute");
         assert_eq!(t.subject_for(&env(Body::Abort(AbortCommand::default()))).unwrap(), "aloft.cmd.abort");
+        assert_eq!(t.subject_for(&env(Body::Wake(Default::default()))).unwrap(), "aloft.cmd.wake");
+        assert_eq!(t.subject_for(&env(Body::Signal(Default::default()))).unwrap(), "aloft.cmd.wake");
         let run = TaskRunCommand { queue: "gpu.large".into(), ..Default::default() };
         assert_eq!(t.subject_for(&env(Body::TaskRun(run))).unwrap(), "aloft.task.run.gpu%2Elarge");
         let wf =

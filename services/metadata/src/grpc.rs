@@ -4,6 +4,7 @@ use aloft_proto::flyteidl::admin;
 use aloft_proto::flyteidl::core::ResourceType;
 use aloft_proto::flyteidl::service::{
     self as svc, admin_service_server::AdminService, data_proxy_service_server::DataProxyService,
+    signal_service_server::SignalService,
 };
 use tonic::{Request, Response, Status};
 
@@ -18,6 +19,27 @@ pub struct Admin(pub App);
 /// `flyteidl.service.DataProxyService`.
 #[derive(Clone)]
 pub struct DataProxy(pub App);
+
+/// `flyteidl.service.SignalService`.
+#[derive(Clone)]
+pub struct Signals(pub App);
+
+#[tonic::async_trait]
+impl SignalService for Signals {
+    async fn get_or_create_signal(&self, r: Request<admin::SignalGetOrCreateRequest>) -> R<admin::Signal> {
+        Ok(Response::new(self.0.get_or_create_signal(r.into_inner()).await?))
+    }
+
+    async fn list_signals(&self, r: Request<admin::SignalListRequest>) -> R<admin::SignalList> {
+        let page = self.0.list_signals(&r.into_inner()).await?;
+        Ok(Response::new(admin::SignalList { signals: page.items, token: page.token }))
+    }
+
+    async fn set_signal(&self, r: Request<admin::SignalSetRequest>) -> R<admin::SignalSetResponse> {
+        self.0.set_signal(r.into_inner()).await?;
+        Ok(Response::new(admin::SignalSetResponse {}))
+    }
+}
 
 #[tonic::async_trait]
 impl AdminService for Admin {

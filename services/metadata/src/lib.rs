@@ -12,6 +12,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod runs;
+pub mod signals;
 mod sink;
 
 use std::future::Future;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 
 use aloft_proto::flyteidl::service::admin_service_server::AdminServiceServer;
 use aloft_proto::flyteidl::service::data_proxy_service_server::DataProxyServiceServer;
+use aloft_proto::flyteidl::service::signal_service_server::SignalServiceServer;
 use aloft_runtime::Shutdown;
 use tokio::task::JoinHandle;
 
@@ -98,15 +100,19 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, StartE
         None => None,
     };
 
-    let (_health, mut routes) =
-        aloft_runtime::grpc::health(&["flyteidl.service.AdminService", "flyteidl.service.DataProxyService"]);
+    let (_health, mut routes) = aloft_runtime::grpc::health(&[
+        "flyteidl.service.AdminService",
+        "flyteidl.service.DataProxyService",
+        "flyteidl.service.SignalService",
+    ]);
     routes = routes
         .add_service(
             AdminServiceServer::new(grpc::Admin(app.clone()))
                 .max_decoding_message_size(64 * 1024 * 1024)
                 .max_encoding_message_size(20 * 1024 * 1024),
         )
-        .add_service(DataProxyServiceServer::new(grpc::DataProxy(app.clone())));
+        .add_service(DataProxyServiceServer::new(grpc::DataProxy(app.clone())))
+        .add_service(SignalServiceServer::new(grpc::Signals(app.clone())));
     let grpc_task = tokio::spawn(aloft_runtime::grpc::serve(routes, grpc_listener, shutdown.clone()));
     let router = http::router(app.clone());
     let http_shutdown = shutdown.clone();

@@ -30,11 +30,14 @@ use crate::error::{Error, Result};
 /// How many times an event is re-applied when another writer changed the same record meanwhile.
 const CONFLICT_RETRIES: usize = 20;
 
-fn exec_display(id: &WorkflowExecutionIdentifier) -> String {
+pub(crate) fn exec_display(id: &WorkflowExecutionIdentifier) -> String {
     format!("{}/{}/{}", id.project, id.domain, id.name)
 }
 
-fn validate_exec_id(id: Option<&WorkflowExecutionIdentifier>, what: &str) -> Result<WorkflowExecutionIdentifier> {
+pub(crate) fn validate_exec_id(
+    id: Option<&WorkflowExecutionIdentifier>,
+    what: &str,
+) -> Result<WorkflowExecutionIdentifier> {
     let id = id.ok_or_else(|| Error::invalid(format!("{what}: missing execution id")))?;
     for (field, v) in [("project", &id.project), ("domain", &id.domain), ("name", &id.name)] {
         if v.is_empty() {
@@ -54,7 +57,7 @@ fn node_id_parts(id: Option<&NodeExecutionIdentifier>, what: &str) -> Result<(Wo
 }
 
 impl App {
-    fn bus(&self) -> Result<&aloft_bus::Bus> {
+    pub(crate) fn bus(&self) -> Result<&aloft_bus::Bus> {
         self.bus
             .as_ref()
             .ok_or_else(|| Error::FailedPrecondition("executions need the bus: set config key `bus.url`".into()))

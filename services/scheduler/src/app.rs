@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use aloft_blob::BlobStore;
 use aloft_bus::{Bus, KvBucket};
-use aloft_proto::aloft::v1::{AbortCommand, Envelope, ExecuteCommand, TaskRunCommand, envelope::Body};
+use aloft_proto::aloft::v1::{
+    AbortCommand, Envelope, ExecuteCommand, SignalNotice, TaskRunCommand, WakeCommand, envelope::Body,
+};
 use aloft_proto::flyteidl::admin;
 use aloft_proto::flyteidl::core::{
     self as core, CompiledWorkflowClosure, LiteralMap, NodeExecutionIdentifier, TaskExecutionIdentifier,
@@ -17,6 +19,7 @@ use aloft_proto::flyteidl::core::{
 };
 use aloft_proto::flyteidl::event::{self as event, NodeExecutionEvent, TaskExecutionEvent, WorkflowExecutionEvent};
 use aloft_proto::flyteidl::service::admin_service_client::AdminServiceClient;
+use aloft_proto::flyteidl::service::signal_service_client::SignalServiceClient;
 use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message;
@@ -28,7 +31,7 @@ use crate::domain::machine::{
     self, CacheResult, CacheStatus, Context, Effect, ExecState, Failure, Input, Items, Limits, NodeEvent, NodeStatus,
     Outcome, WfStatus, layout,
 };
-use crate::domain::plan::{Catalog, Kind, PlanNode, ROOT};
+use crate::domain::plan::{Catalog, Gate, Kind, PlanNode, ROOT};
 use crate::domain::{bindings, cache};
 use crate::error::Error;
 
@@ -61,12 +64,22 @@ pub struct App {
     pub system_retries: u32,
     /// Metadata's admin API: launch-plan nodes create and terminate their child executions there.
     admin: AdminServiceClient<Channel>,
+    /// Metadata's signals: gate nodes create theirs there.
+    signals: SignalServiceClient<Channel>,
     /// Cached outputs (`c.<key>`) and reservations of serialized cached tasks (`r.<key>`).
     cache: KvBucket,
     /// Compiled closures by URI: immutable, so cached forever (bounded by the number of running workflows).
     closures: Arc<Mutex<HashMap<String, Arc<Loaded>>>>,
     /// Compiled dynamic workflows by URI, as catalogs.
     dynamics: Arc<Mutex<HashMap<String, Arc<Catalog>>>>,
+}
+
+/// The scheduler's clients of metadata (one lazy channel).
+pub struct Metadata {
+    /// Admin API: child executions of launch-plan nodes.
+    pub admin: AdminServiceClient<Channel>,
+    /// SignalService: gate nodes.
+    pub signals: SignalServiceClient<Channel>,
 }
 
 /// Where a scope's nodes are: their unique-id prefix and the scope's `start-node` inputs.
@@ -127,10 +140,21 @@ impl App {
         blob: BlobStore,
         queue: String,
         system_retries: u32,
-        admin: AdminServiceClient<Channel>,
+        metadata: Metadata,
         cache: KvBucket,
     ) -> App {
-        App { bus, kv, blob, queue, system_retries, admin, cache, closures: Arc::default(), dynamics: Arc::default() }
+        App {
+            bus,
+            kv,
+            blob,
+            queue,
+            system_retries,
+            admin: metadata.admin,
+            signals: metadata.signals,
+            cache,
+            closures: Arc::default(),
+            dynamics: Arc::default(),
+        }
     }
 
     async fn closure(&self, uri: &str) -> Result<Arc<Loaded>, Error> {
@@ -446,6 +470,11 @@ impl App {
                     }
                 }
                 Effect::Gather { node_id } => self.gather(cmd, catalog, state, &node_id).await?,
+                Effect::OpenGate { node_id } => {
+                    if let Some(input) = self.open_gate(cmd, catalog, state, &node_id).await? {
+                        followups.push(input);
+                    }
+                }
                 Effect::CacheLookup { node_id } => {
                     followups.push(self.cache_lookup(cmd, catalog, state, &node_id).await?);
                 }
@@ -591,6 +620,183 @@ impl App {
         let uri = format!("{dir}/futures_compiled.pb");
         self.blob.put(&uri, closure.encode_to_vec()).await?;
         Ok(Ok(uri))
+    }
+
+    /// Starts a gate: writes its inputs, then creates its signal (answering at once when a
+    /// value was given before the gate started) and sets its timeout, or sets its sleep timer.
+    async fn open_gate(
+        &self,
+        cmd: &ExecuteCommand,
+        catalog: &Catalog,
+        state: &ExecState,
+        node_id: &str,
+    ) -> Result<Option<Input>, Error> {
+        let id = cmd.execution_id.clone().unwrap_or_default();
+        let Some(plan) = plan_node(catalog, state, node_id) else {
+            return Err(Error::Corrupt(format!("gate node `{node_id}` is not in the workflow")));
+        };
+        let Kind::Gate(gate) = &plan.kind else {
+            return Err(Error::Corrupt(format!("node `{node_id}` is not a gate node")));
+        };
+        let scope = Self::scope_of(cmd, state, node_id);
+        let inputs = match self.resolve(state, &scope, &plan.inputs).await? {
+            Ok(inputs) => inputs,
+            Err(message) => return Ok(Some(Input::InputsFailed { node_id: node_id.into(), message })),
+        };
+        self.blob.put(&layout::inputs(Self::prefix(cmd), node_id), inputs.encode_to_vec()).await?;
+        let (signal_id, signal_type) = match gate {
+            Gate::Sleep { duration } => {
+                self.wake_at(&id, node_id, duration, "sleep").await?;
+                return Ok(None);
+            }
+            Gate::Approve { signal_id } => (signal_id, bool_type()),
+            Gate::Signal { signal_id, r#type, .. } => (signal_id, (**r#type).clone()),
+        };
+        let req = admin::SignalGetOrCreateRequest {
+            id: Some(core::SignalIdentifier { signal_id: signal_id.clone(), execution_id: Some(id.clone()) }),
+            r#type: Some(signal_type),
+        };
+        let signal = self
+            .signals
+            .clone()
+            .get_or_create_signal(req)
+            .await
+            .map_err(|s| Error::Metadata(format!("creating signal {signal_id}: {s}")))?
+            .into_inner();
+        if let Some(value) = signal.value {
+            let result = self.gate_result(cmd, node_id, gate, &value).await?;
+            return Ok(Some(Input::GateDone { node_id: node_id.into(), result }));
+        }
+        if let Some(timeout) = &plan.timeout {
+            self.wake_at(&id, node_id, timeout, "timeout").await?;
+        }
+        Ok(None)
+    }
+
+    /// Schedules a `WakeCommand` for `node_id` after `after`.
+    async fn wake_at(
+        &self,
+        id: &WorkflowExecutionIdentifier,
+        node_id: &str,
+        after: &prost_types::Duration,
+        reason: &str,
+    ) -> Result<(), Error> {
+        let at = add(now(), after);
+        let env = Envelope {
+            id: format!("wake/{}/{node_id}/{reason}", key(id)),
+            created_at: Some(now()),
+            source: "scheduler".into(),
+            body: Some(Body::Wake(WakeCommand {
+                execution_id: Some(id.clone()),
+                node_id: node_id.to_string(),
+                at: Some(at),
+                reason: reason.to_string(),
+            })),
+        };
+        self.bus.publish(&env).await?;
+        Ok(())
+    }
+
+    /// What a signal's value does to its gate: approval passes the gate's input through as its
+    /// output, rejection fails it, a typed value becomes its output.
+    async fn gate_result(
+        &self,
+        cmd: &ExecuteCommand,
+        node_id: &str,
+        gate: &Gate,
+        value: &core::Literal,
+    ) -> Result<Result<String, Failure>, Error> {
+        let prefix = Self::prefix(cmd);
+        let outputs = match gate {
+            Gate::Approve { signal_id } => {
+                if !is_true(value) {
+                    return Ok(Err(Failure {
+                        code: "Rejected".into(),
+                        message: format!("gate {node_id} was rejected (signal {signal_id})"),
+                        user: true,
+                        error_uri: String::new(),
+                    }));
+                }
+                let uri = layout::inputs(prefix, node_id);
+                let bytes = self.blob.get(&uri).await?;
+                LiteralMap::decode(bytes.as_ref()).map_err(|e| Error::Corrupt(format!("{uri}: {e}")))?
+            }
+            Gate::Signal { output, .. } => LiteralMap { literals: [(output.clone(), value.clone())].into() },
+            Gate::Sleep { .. } => LiteralMap::default(),
+        };
+        let uri = layout::outputs(prefix, node_id, 0);
+        self.blob.put(&uri, outputs.encode_to_vec()).await?;
+        Ok(Ok(uri))
+    }
+
+    /// A signal got its value: the running gates waiting for it open.
+    pub async fn signal(&self, notice: &SignalNotice) -> Result<(), Error> {
+        let Some(sid) = notice.id.as_ref() else { return Ok(()) };
+        let Some(id) = sid.execution_id.as_ref() else { return Ok(()) };
+        let Some(value) = notice.value.as_ref() else { return Ok(()) };
+        let Some((cmd, state, catalog)) = self.load(id).await? else { return Ok(()) };
+        for (node_id, n) in &state.nodes {
+            if n.kind != machine::Tag::Gate || n.status != NodeStatus::Running {
+                continue;
+            }
+            let Some(Kind::Gate(gate)) = plan_node(&catalog, &state, node_id).map(|p| p.kind.clone()) else { continue };
+            let waits_for = match &gate {
+                Gate::Approve { signal_id } | Gate::Signal { signal_id, .. } => signal_id == &sid.signal_id,
+                Gate::Sleep { .. } => false,
+            };
+            if waits_for {
+                let result = self.gate_result(&cmd, node_id, &gate, value).await?;
+                self.apply(id, Input::GateDone { node_id: node_id.clone(), result }).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A timer is due (or not yet: put back until it is).
+    pub async fn wake(&self, wake: &WakeCommand) -> Result<(), Error> {
+        let Some(id) = wake.execution_id.as_ref() else { return Ok(()) };
+        let at = wake.at.unwrap_or_default();
+        let now = now();
+        let early = (at.seconds - now.seconds) * 1000 + i64::from(at.nanos - now.nanos) / 1_000_000;
+        if early > 0 {
+            return Err(Error::NotYet(std::time::Duration::from_millis(early as u64)));
+        }
+        let Some((cmd, state, catalog)) = self.load(id).await? else { return Ok(()) };
+        let running = state.nodes.get(&wake.node_id).is_some_and(|n| n.status == NodeStatus::Running);
+        let Some(Kind::Gate(gate)) = plan_node(&catalog, &state, &wake.node_id).map(|p| p.kind.clone()) else {
+            return Ok(());
+        };
+        if !running {
+            return Ok(());
+        }
+        let result = match (&gate, wake.reason.as_str()) {
+            (Gate::Sleep { .. }, _) => self.gate_result(&cmd, &wake.node_id, &gate, &core::Literal::default()).await?,
+            _ => Err(Failure {
+                code: "GateTimeout".into(),
+                message: format!("gate {} timed out waiting for its signal", wake.node_id),
+                user: true,
+                error_uri: String::new(),
+            }),
+        };
+        self.apply(id, Input::GateDone { node_id: wake.node_id.clone(), result }).await
+    }
+
+    /// An execution's command, state and catalog (dynamic workflows included), if the scheduler
+    /// runs it.
+    async fn load(
+        &self,
+        id: &WorkflowExecutionIdentifier,
+    ) -> Result<Option<(ExecuteCommand, ExecState, Catalog)>, Error> {
+        let Some(entry) = self.kv.get(&key(id)).await? else { return Ok(None) };
+        let stored: Stored =
+            serde_json::from_slice(&entry.value).map_err(|e| Error::Corrupt(format!("state of {}: {e}", key(id))))?;
+        let cmd =
+            ExecuteCommand::decode(hex::decode(&stored.command).map_err(|e| Error::Corrupt(e.to_string()))?.as_slice())
+                .map_err(|e| Error::Corrupt(e.to_string()))?;
+        let loaded = self.closure(&cmd.closure_uri).await?;
+        let Ok(base) = &*loaded else { return Ok(None) };
+        let catalog = self.catalog_for(&cmd, base, &stored.state, &Input::Start).await?;
+        Ok(Some((cmd, stored.state, catalog)))
     }
 
     /// Looks a cached task node up: resolves and writes its inputs, computes its key, and finds
@@ -871,7 +1077,12 @@ impl App {
         if array.is_none() && (attempt == 0 || !self.blob.exists(&inputs_uri).await?) {
             let scope = Self::scope_of(cmd, state, node_id);
             match self.resolve(state, &scope, &plan.inputs).await? {
-                Ok(map) => self.blob.put(&inputs_uri, map.encode_to_vec()).await?,
+                Ok(mut map) => {
+                    if let Some(err) = failure_input(catalog, state, node_id, task) {
+                        map.literals.insert("err".into(), err);
+                    }
+                    self.blob.put(&inputs_uri, map.encode_to_vec()).await?
+                }
                 Err(message) => return Ok(Err(message)),
             }
         }
@@ -1051,6 +1262,62 @@ fn ignore_conflict(e: aloft_bus::Error) -> Result<u64, aloft_bus::Error> {
 fn plan_node<'c>(catalog: &'c Catalog, state: &ExecState, node_id: &str) -> Option<&'c PlanNode> {
     let n = state.nodes.get(node_id)?;
     catalog.template(&n.template)?.find(&n.spec)
+}
+
+/// A workflow's failure node gets the failure as its `err` input (flytekit's `FlyteError`), when
+/// its task declares one and the workflow did not bind it.
+fn failure_input(
+    catalog: &Catalog,
+    state: &ExecState,
+    node_id: &str,
+    task: &core::TaskTemplate,
+) -> Option<core::Literal> {
+    let n = state.nodes.get(node_id)?;
+    let template = catalog.template(&n.template)?;
+    template.failure_node.as_ref().filter(|f| f.id == n.spec)?;
+    let declared = task.interface.as_ref()?.inputs.as_ref()?.variables.get("err")?.r#type.clone()?;
+    let failure = match &n.scope {
+        None => state.failure.clone(),
+        Some(owner) => state.nodes.get(owner)?.child.as_ref()?.failure.clone(),
+    };
+    let (failed_node_id, f) = failure?;
+    let scalar = |value| core::Literal {
+        value: Some(core::literal::Value::Scalar(Box::new(core::Scalar { value: Some(value) }))),
+        ..Default::default()
+    };
+    let error = scalar(core::scalar::Value::Error(core::Error { failed_node_id, message: f.message }));
+    // `Optional[FlyteError]` is a union: the value goes in tagged with its variant's type
+    match &declared.r#type {
+        Some(core::literal_type::Type::UnionType(u)) => {
+            let is_error = |t: &&core::LiteralType| matches!(t.r#type, Some(core::literal_type::Type::Simple(s)) if s == core::SimpleType::Error as i32);
+            let variant = u.variants.iter().find(is_error)?.clone();
+            Some(scalar(core::scalar::Value::Union(Box::new(core::Union {
+                value: Some(Box::new(error)),
+                r#type: Some(variant),
+            }))))
+        }
+        _ => Some(error),
+    }
+}
+
+fn bool_type() -> core::LiteralType {
+    core::LiteralType {
+        r#type: Some(core::literal_type::Type::Simple(core::SimpleType::Boolean as i32)),
+        ..Default::default()
+    }
+}
+
+fn is_true(v: &core::Literal) -> bool {
+    matches!(&v.value, Some(core::literal::Value::Scalar(s)) if matches!(&s.value,
+        Some(core::scalar::Value::Primitive(core::Primitive { value: Some(core::primitive::Value::Boolean(true)) }))))
+}
+
+fn add(t: prost_types::Timestamp, d: &prost_types::Duration) -> prost_types::Timestamp {
+    let nanos = i64::from(t.nanos) + i64::from(d.nanos);
+    prost_types::Timestamp {
+        seconds: t.seconds + d.seconds + nanos.div_euclid(1_000_000_000),
+        nanos: nanos.rem_euclid(1_000_000_000) as i32,
+    }
 }
 
 /// How Flyte shows a cached node's status.

@@ -25,6 +25,9 @@ pub enum Error {
     /// Metadata's admin API failed (unreachable, or an unexpected answer); the message is retried.
     #[error("metadata: {0}")]
     Metadata(String),
+    /// A timer message arrived early: put it back for this long.
+    #[error("not due for {0:?}")]
+    NotYet(std::time::Duration),
     /// The service task panicked or was aborted.
     #[error("scheduler task failed: {0}")]
     Join(#[from] tokio::task::JoinError),

@@ -60,7 +60,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
 
     let bus = Bus::connect(config.bus.clone()).await?;
     bus.ensure().await?;
-    let filters = [bus.topology().execute_subject(), bus.topology().abort_subject()];
+    let filters = [bus.topology().execute_subject(), bus.topology().abort_subject(), bus.topology().wake_subject()];
     let consumer = bus.consumer(CONSUMER, &filters, StreamKind::Commands).await?;
     let (stream, consumer_name) = (consumer.stream().to_string(), consumer.name().to_string());
 
@@ -75,7 +75,9 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     let kv = bus.kv_bucket("executions").await?;
     // Launch-plan schedules: every replica runs the loop; deterministic names keep it exactly-once.
     // Opened before anything is spawned, so a failure here leaves nothing running.
-    let admin = admin_client(&config.metadata_endpoint)?;
+    let channel = metadata_channel(&config.metadata_endpoint)?;
+    let admin = AdminServiceClient::new(channel.clone()).max_decoding_message_size(64 * 1024 * 1024);
+    let signals = aloft_proto::flyteidl::service::signal_service_client::SignalServiceClient::new(channel);
     let schedules = match config.schedules.enabled {
         true => Some(
             schedule::connect(&config.schedules, &bus, admin.clone(), std::sync::Arc::new(schedule::SystemClock))
@@ -84,7 +86,15 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         false => None,
     };
     let cache = bus.kv_bucket("cache").await?;
-    let app = app::App::new(bus.clone(), kv, blob, config.queue.clone(), config.system_retries, admin, cache);
+    let app = app::App::new(
+        bus.clone(),
+        kv,
+        blob,
+        config.queue.clone(),
+        config.system_retries,
+        app::Metadata { admin, signals },
+        cache,
+    );
     let commands_loop = tokio::spawn(consume(app.clone(), consumer, shutdown.clone()));
     let events_loop = tokio::spawn(consume(app, events, shutdown.clone()));
     let schedules_loop = schedules.map(|runner| tokio::spawn(runner.run(shutdown.clone())));
@@ -127,10 +137,13 @@ async fn consume(app: app::App, consumer: aloft_bus::Consumer, shutdown: Shutdow
                     Some(Body::Execute(cmd)) => app.execute(cmd).await,
                     Some(Body::Abort(cmd)) => app.abort(cmd).await,
                     Some(Body::TaskEvent(ev)) => app.task_event(ev).await,
+                    Some(Body::Signal(notice)) => app.signal(notice).await,
+                    Some(Body::Wake(wake)) => app.wake(wake).await,
                     _ => Ok(()),
                 };
                 match result {
                     Ok(()) => Handled::Done,
+                    Err(error::Error::NotYet(delay)) => Handled::Retry("not due yet".into(), delay),
                     Err(error::Error::Corrupt(m)) => Handled::Drop(m),
                     Err(e) => Handled::Retry(e.to_string(), std::time::Duration::from_secs(1)),
                 }
@@ -139,19 +152,23 @@ async fn consume(app: app::App, consumer: aloft_bus::Consumer, shutdown: Shutdow
         .await;
 }
 
-/// A lazy channel to metadata's admin API, with timeouts so a hung metadata delays work (the
-/// message is retried) instead of stopping a loop.
-pub fn admin_client(
-    endpoint: &str,
-) -> Result<AdminServiceClient<tonic::transport::Channel>, aloft_runtime::grpc::ServeError> {
+/// A lazy channel to metadata, with timeouts so a hung metadata delays work (the message is
+/// retried) instead of stopping a loop.
+pub fn metadata_channel(endpoint: &str) -> Result<tonic::transport::Channel, aloft_runtime::grpc::ServeError> {
     let invalid =
         || aloft_runtime::grpc::ServeError::Address { addr: endpoint.to_string(), key: "metadata_endpoint".into() };
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+    Ok(tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
         .map_err(|_| invalid())?
         .connect_timeout(std::time::Duration::from_secs(5))
         .timeout(std::time::Duration::from_secs(30))
-        .connect_lazy();
-    Ok(AdminServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+        .connect_lazy())
+}
+
+/// Metadata's admin API on a lazy channel (see [`metadata_channel`]).
+pub fn admin_client(
+    endpoint: &str,
+) -> Result<AdminServiceClient<tonic::transport::Channel>, aloft_runtime::grpc::ServeError> {
+    Ok(AdminServiceClient::new(metadata_channel(endpoint)?).max_decoding_message_size(64 * 1024 * 1024))
 }
 
 /// Runs the scheduler until `shutdown` resolves.

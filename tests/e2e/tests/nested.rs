@@ -251,3 +251,44 @@ async fn recover_skips_succeeded_nodes_and_relaunch_runs_all() -> Result<()> {
     ensure!(runs_of(&s, "prepare") == 2, "a relaunch runs everything ({} runs)", runs_of(&s, "prepare"));
     s.stop().await
 }
+
+/// Gates: an approval holds the deployment until `FlyteRemote.approve` (and a rejection fails
+/// it), `wait_for_input` takes a typed value, `sleep` waits; a workflow's failure node runs with
+/// the error before the failure is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gates_wait_for_people_and_time_and_failure_nodes_clean_up() -> Result<()> {
+    let s = Stack::start(Store::Local).await?;
+    let scratch = s.scratch_str()?.to_string();
+    for (name, entity, args) in [
+        ("gate1", "approval_gated", vec!["--x", "21"]),
+        ("gate2", "approval_gated", vec!["--x", "1"]),
+        ("gate3", "asks_for_threshold", vec!["--x", "5"]),
+    ] {
+        let out = s.pyflyte_run(name, false, "gates.py", entity, &args).await?;
+        ensure!(out.status.success(), "pyflyte run {entity}\n{}", out.dump());
+    }
+    let clean_up_args = ["--x", "3", "--scratch", &scratch];
+    let (approved, rejected, valued, napped, cleaned) = tokio::join!(
+        s.remote("approve", "gate1", &["--signal-id", "deploy-approval"]),
+        s.remote("reject", "gate2", &["--signal-id", "deploy-approval"]),
+        s.remote("signal", "gate3", &["--signal-id", "threshold", "--value", "3.5"]),
+        s.run_ok("gate4", "gates.py", "naps", &["--x", "4"]),
+        s.pyflyte_run("gate5", true, "gates.py", "with_clean_up", &clean_up_args),
+    );
+    let (approved, rejected, valued, _napped, cleaned) = (approved?, rejected?, valued?, napped?, cleaned?);
+    expect(&approved, "/phase", json!("SUCCEEDED"))?;
+    expect(&approved, "/outputs", json!({"o0": "deployed model 42"}))?;
+    expect(&rejected, "/phase", json!("FAILED"))?;
+    let message = at(&rejected, "/error/message")?.as_str().unwrap_or_default();
+    ensure!(message.contains("rejected"), "the error says why: {message}");
+    expect(&valued, "/outputs", json!({"o0": "above"}))?;
+    let naps = s.inspect("gate4").await?;
+    expect(&naps, "/outputs", json!({"o0": 8}))?;
+
+    ensure!(!cleaned.status.success(), "the workflow still fails\n{}", cleaned.dump());
+    let failed = s.inspect("gate5").await?;
+    expect(&failed, "/phase", json!("FAILED"))?;
+    let note = std::fs::read_to_string(s.scratch.join("cleaned-up.txt")).context("the failure node ran")?;
+    ensure!(note.starts_with("n0: ") && note.contains("cannot train on 3"), "the failure node got the error: {note}");
+    s.stop().await
+}

@@ -890,3 +890,90 @@ fn task_from_row(r: &AnyRow) -> Result<TaskRow> {
         version: r.try_get(9)?,
     })
 }
+
+/// One signal of an execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalRow {
+    /// Signal id.
+    pub signal_id: String,
+    /// Encoded LiteralType.
+    pub type_: Vec<u8>,
+    /// Encoded Literal; empty until set.
+    pub value: Vec<u8>,
+    /// Unix microseconds when the value was set; 0 while unset.
+    pub set_at: i64,
+}
+
+fn signal_from_row(r: &sqlx::any::AnyRow) -> Result<SignalRow> {
+    Ok(SignalRow { signal_id: r.try_get(0)?, type_: r.try_get(1)?, value: r.try_get(2)?, set_at: r.try_get(3)? })
+}
+
+impl Store {
+    /// The signal, created (unset, of `type_`) if it does not exist yet.
+    pub async fn get_or_create_signal(
+        &self,
+        exec: (&str, &str, &str),
+        signal_id: &str,
+        type_: &[u8],
+        now: i64,
+    ) -> Result<SignalRow> {
+        sqlx::query(
+            "INSERT INTO signals (project, domain, execution, signal_id, type, value, created_at, set_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0) ON CONFLICT DO NOTHING",
+        )
+        .bind(exec.0)
+        .bind(exec.1)
+        .bind(exec.2)
+        .bind(signal_id)
+        .bind(type_)
+        .bind(Vec::<u8>::new())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        self.get_signal(exec, signal_id).await?.ok_or_else(|| {
+            crate::error::Error::Internal(format!("signal {signal_id} vanished right after it was created"))
+        })
+    }
+
+    /// One signal.
+    pub async fn get_signal(&self, exec: (&str, &str, &str), signal_id: &str) -> Result<Option<SignalRow>> {
+        let row = sqlx::query(
+            "SELECT signal_id, type, value, set_at FROM signals \
+             WHERE project = $1 AND domain = $2 AND execution = $3 AND signal_id = $4",
+        )
+        .bind(exec.0)
+        .bind(exec.1)
+        .bind(exec.2)
+        .bind(signal_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| signal_from_row(&r)).transpose()
+    }
+
+    /// A page of an execution's signals, oldest first.
+    pub async fn list_signals(&self, exec: (&str, &str, &str), limit: i64, offset: i64) -> Result<Vec<SignalRow>> {
+        let sql = format!(
+            "SELECT signal_id, type, value, set_at FROM signals WHERE project = $1 AND domain = $2 AND execution = $3 \
+             ORDER BY created_at ASC, signal_id ASC LIMIT {limit} OFFSET {offset}"
+        );
+        let rows = sqlx::query(&sql).bind(exec.0).bind(exec.1).bind(exec.2).fetch_all(&self.pool).await?;
+        rows.iter().map(signal_from_row).collect()
+    }
+
+    /// Sets an unset signal's value; false if it was already set (or does not exist).
+    pub async fn set_signal(&self, exec: (&str, &str, &str), signal_id: &str, value: &[u8], now: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE signals SET value = $5, set_at = $6 \
+             WHERE project = $1 AND domain = $2 AND execution = $3 AND signal_id = $4 AND set_at = 0",
+        )
+        .bind(exec.0)
+        .bind(exec.1)
+        .bind(exec.2)
+        .bind(signal_id)
+        .bind(value)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

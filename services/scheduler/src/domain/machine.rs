@@ -120,6 +120,8 @@ pub enum Tag {
     Array,
     /// A launch-plan node (a child execution).
     LaunchPlan,
+    /// A gate node.
+    Gate,
 }
 
 /// Where a cached task node is with the cache.
@@ -358,6 +360,13 @@ pub enum Input {
         /// The node.
         node_id: String,
     },
+    /// A gate node got its signal, slept enough, or timed out.
+    GateDone {
+        /// The gate node.
+        node_id: String,
+        /// Its outputs, or why it fails (rejected, timed out).
+        result: Result<String, Failure>,
+    },
     /// A launch-plan node's child execution ended.
     ChildDone {
         /// The launch-plan node.
@@ -519,6 +528,12 @@ pub enum Effect {
         /// The launch-plan node.
         node_id: String,
     },
+    /// Resolve a gate node's inputs, write them, and start waiting: create its signal (a value
+    /// already given answers at once with `Input::GateDone`) or set its timer.
+    OpenGate {
+        /// The gate node.
+        node_id: String,
+    },
     /// Resolve a cached task node's inputs, write them, compute its key and look it up (and
     /// reserve it for a serialized task); answer with `Input::Cache`.
     CacheLookup {
@@ -561,6 +576,7 @@ fn tag(kind: &Kind) -> Tag {
         Kind::Workflow { .. } => Tag::Workflow,
         Kind::Array(_) => Tag::Array,
         Kind::LaunchPlan { .. } => Tag::LaunchPlan,
+        Kind::Gate(_) => Tag::Gate,
     }
 }
 
@@ -634,6 +650,14 @@ pub fn decide(state: &mut ExecState, input: Input, cx: Context<'_>) -> Vec<Effec
             if waiting {
                 m.state.nodes.get_mut(&node_id).expect("waiting").cache = Some(CacheStatus::Lookup);
                 m.fx.push(Effect::CacheLookup { node_id });
+            }
+        }
+        Input::GateDone { node_id, result } => {
+            if m.running(&node_id) && m.state.nodes[&node_id].kind == Tag::Gate {
+                match result {
+                    Ok(uri) => m.finish(&node_id, Done::Succeeded(uri)),
+                    Err(failure) => m.finish(&node_id, Done::Failed(NodeStatus::Failed, failure)),
+                }
             }
         }
         Input::ChildDone { node_id, outcome } => {
@@ -998,6 +1022,7 @@ impl Machine<'_, '_> {
             Tag::Branch => Effect::Evaluate { node_id: id.into() },
             Tag::Workflow | Tag::Array => Effect::Prepare { node_id: id.into() },
             Tag::LaunchPlan => Effect::Launch { node_id: id.into() },
+            Tag::Gate => Effect::OpenGate { node_id: id.into() },
         });
     }
 
@@ -1251,6 +1276,16 @@ impl Machine<'_, '_> {
                 }
             }
             return true;
+        }
+        // the workflow's failure node runs once, before the failure is reported
+        if let Some(f) = template.failure_node.as_ref() {
+            let id = format!("{prefix}{}", f.id);
+            if !self.state.nodes.contains_key(&id) {
+                let node = new_node(f, &key, scope.clone(), scope.clone());
+                self.state.nodes.insert(id.clone(), node);
+                self.start(&id);
+                return true;
+            }
         }
         for id in members {
             if self.state.nodes[&id].status == NodeStatus::Waiting {

@@ -55,10 +55,36 @@ pub enum Kind {
     },
     /// Run a task once per element of the list inputs.
     Array(ArraySpec),
+    /// Wait for a person's approval, a value, or some time.
+    Gate(Gate),
     /// Start a child execution of a launch plan and wait for it.
     LaunchPlan {
         /// The launch plan.
         id: Identifier,
+    },
+}
+
+/// What a gate node waits for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Gate {
+    /// A yes/no signal (`approve`); yes passes the node's input through, no fails it.
+    Approve {
+        /// Signal id.
+        signal_id: String,
+    },
+    /// A typed value (`wait_for_input`), which becomes the node's output.
+    Signal {
+        /// Signal id.
+        signal_id: String,
+        /// Its type.
+        r#type: Box<core::LiteralType>,
+        /// The output variable it is given as.
+        output: String,
+    },
+    /// Some time (`sleep`).
+    Sleep {
+        /// How long.
+        duration: prost_types::Duration,
     },
 }
 
@@ -139,6 +165,8 @@ pub struct Template {
     pub outputs: Vec<core::Binding>,
     /// Keep going after a failure until nothing else can run.
     pub fail_after_executable_nodes_complete: bool,
+    /// Runs when the workflow fails, before it reports the failure (`@workflow(on_failure=...)`).
+    pub failure_node: Option<PlanNode>,
 }
 
 impl Template {
@@ -153,7 +181,10 @@ impl Template {
                 _ => None,
             }
         }
-        self.nodes.get(id).or_else(|| self.nodes.values().find_map(|n| walk(n, id)))
+        self.nodes
+            .get(id)
+            .or_else(|| self.nodes.values().find_map(|n| walk(n, id)))
+            .or_else(|| self.failure_node.as_ref().filter(|f| f.id == id))
     }
 }
 
@@ -216,6 +247,22 @@ struct Ctx<'a> {
     sub_key: &'a dyn Fn(&Identifier) -> String,
 }
 
+fn gate(n: &core::Node, g: &core::GateNode) -> Result<Gate, String> {
+    use core::gate_node::Condition;
+    match &g.condition {
+        Some(Condition::Approve(a)) => Ok(Gate::Approve { signal_id: a.signal_id.clone() }),
+        Some(Condition::Signal(s)) => Ok(Gate::Signal {
+            signal_id: s.signal_id.clone(),
+            r#type: Box::new(s.r#type.clone().unwrap_or_default()),
+            output: if s.output_variable_name.is_empty() { "o0".into() } else { s.output_variable_name.clone() },
+        }),
+        Some(Condition::Sleep(s)) => {
+            Ok(Gate::Sleep { duration: s.duration.ok_or_else(|| format!("sleep gate `{}` has no duration", n.id))? })
+        }
+        None => Err(format!("gate node `{}` has no condition", n.id)),
+    }
+}
+
 impl Ctx<'_> {
     fn template(&self, wf: &core::WorkflowTemplate) -> Result<Template, String> {
         let mut nodes = BTreeMap::new();
@@ -233,7 +280,9 @@ impl Ctx<'_> {
             }
         }
         let policy = wf.metadata.as_ref().map(|m| m.on_failure).unwrap_or(0);
+        let failure_node = wf.failure_node.as_ref().map(|n| self.node(n)).transpose()?;
         Ok(Template {
+            failure_node,
             nodes,
             outputs: wf.outputs.clone(),
             fail_after_executable_nodes_complete: policy
@@ -288,9 +337,7 @@ impl Ctx<'_> {
                 let task = spec.task.clone();
                 (Kind::Array(spec), Some(task))
             }
-            Some(Target::GateNode(_)) => {
-                return Err(format!("node `{}`: gate nodes are not supported by this scheduler yet", n.id));
-            }
+            Some(Target::GateNode(g)) => (Kind::Gate(gate(n, g)?), None),
             None => return Err(format!("node `{}` has no target", n.id)),
         };
         let (retries, timeout) = match (&kind, &n.target) {

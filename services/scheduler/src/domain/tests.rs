@@ -26,6 +26,7 @@ fn template(nodes: Vec<PlanNode>, keep_going: bool) -> Template {
         nodes: nodes.into_iter().map(|n| (n.id.clone(), n)).collect(),
         outputs: vec![],
         fail_after_executable_nodes_complete: keep_going,
+        failure_node: None,
     }
 }
 
@@ -247,7 +248,7 @@ proptest! {
             (names[i].clone(), n)
         }).collect();
         let count = nodes.len();
-        let p = catalog(Template { nodes, outputs: vec![], fail_after_executable_nodes_complete: false }, vec![]);
+        let p = catalog(Template { nodes, outputs: vec![], fail_after_executable_nodes_complete: false, failure_node: None }, vec![]);
         let limits = Limits { max_parallelism: par, system_retries: 10 };
         let mut s = initial(&p);
         let mut inflight: Vec<(String, u32)> = dispatched(&decide(&mut s, Input::Start, cx(&p, limits)));
@@ -643,4 +644,22 @@ fn a_recovered_execution_reuses_what_succeeded() {
         Effect::NodeEvent(NodeEvent { node_id, phase: NodeStatus::Recovered, output_uri: Some(u), .. })
             if node_id == "n0" && u == "/original/n0/outputs.pb")));
     assert_eq!(s.nodes["n0"].status, NodeStatus::Succeeded);
+}
+
+#[test]
+fn the_failure_node_runs_once_before_the_workflow_fails() {
+    let mut root = plan(&[("n0", &[]), ("n1", &["n0"])], 0, false);
+    root.failure_node = Some(task("fn0", &[], 0));
+    let p = catalog(root, vec![]);
+    let mut s = initial(&p);
+    decide(&mut s, Input::Start, cx(&p, NO_LIMIT));
+    let fx = decide(&mut s, failed("n0", 0, true, false), cx(&p, NO_LIMIT));
+    assert_eq!(dispatched(&fx), vec![("fn0".into(), 0)]);
+    assert_eq!(workflow_phase(&fx), None, "not reported before the failure node ran");
+    let fx = decide(&mut s, ok("fn0", 0), cx(&p, NO_LIMIT));
+    match fx.last() {
+        Some(Effect::WorkflowEvent { phase: WfStatus::Failed, failure: Some(f) }) => assert_eq!(f.message, "[n0] boom"),
+        other => panic!("the original failure is reported: {other:?}"),
+    }
+    assert_eq!(s.nodes["n1"].status, NodeStatus::Skipped);
 }
