@@ -23,8 +23,9 @@ use tracing::Instrument as _;
 
 use crate::Config;
 use crate::domain::admission::{Admission, Request, Resources};
-use crate::domain::env::{PASSTHROUGH, S3Access};
+use crate::domain::env::{Host, PASSTHROUGH, S3Access, base_env};
 use crate::domain::ids::{AttemptId, ExecutionKey};
+use crate::warm::WarmPython;
 
 /// How long one pull waits for a task run before checking for shutdown again.
 const FETCH_WAIT: Duration = Duration::from_secs(1);
@@ -41,6 +42,8 @@ pub(crate) struct Executor {
     pub(crate) bus: Bus,
     pub(crate) store: BlobStore,
     pub(crate) host: HostSettings,
+    /// The warm Python runtime (started on the first Python task that may use it).
+    pub(crate) warm: WarmPython,
     /// Stop taking work (and give back runs still waiting for capacity).
     pub(crate) shutdown: CancellationToken,
     /// The drain deadline passed: kill what still runs.
@@ -141,11 +144,24 @@ impl Executor {
         shutdown: CancellationToken,
     ) -> Self {
         let host = HostSettings::from_env(&config);
+        let warm = WarmPython::new(
+            config.python_runtime,
+            &config.scratch_dir,
+            base_env(&Host {
+                venv: config.python.venv.as_deref(),
+                system_path: &host.system_path,
+                home: "",
+                tmpdir: "",
+                s3: None,
+                passthrough: &host.passthrough,
+            }),
+        );
         Executor {
             config,
             bus,
             store,
             host,
+            warm,
             shutdown,
             hard_stop: CancellationToken::new(),
             admission: Mutex::new(Admitting { ledger: Admission::new(capacity), wakers: HashMap::new() }),
@@ -192,6 +208,7 @@ impl Executor {
             self.hard_stop.cancel();
             tracker.wait().await;
         }
+        self.warm.stop().await;
         listener.abort();
     }
 

@@ -21,9 +21,11 @@ use crate::domain::ids::AttemptId;
 use crate::domain::outcome::{self, Files, Outcome, ProcessEnd};
 use crate::domain::raw_io::{self, OutputKind};
 use crate::domain::template::{Paths, refers_to_inputs, render_all, rewrite_dest_dir};
+use crate::domain::warm::Runtime;
 use crate::domain::{SpecError, container};
 use crate::raw_container;
 use crate::runner::{self, Process, Stop};
+use crate::warm::{Cold, SpawnError};
 
 /// Bytes read from the end of the log for failure messages.
 const LOG_TAIL_READ: u64 = 64 * 1024;
@@ -169,9 +171,9 @@ impl Executor {
         if let Some(cause) = controls.abort_cause() {
             return self.finish(cmd, id, Outcome::Aborted { reason: cause }).await;
         }
-        let end = match runner::spawn(&prepared.process) {
-            Ok(running) => {
-                tracing::info!(pid = running.pid(), program = %prepared.process.program, "task started");
+        let end = match self.start(&prepared).await {
+            Ok((running, runtime)) => {
+                tracing::info!(pid = running.pid(), program = %prepared.process.program, %runtime, "task started");
                 if self.publish(&events::running(cmd, id, SystemTime::now())).await.is_err() {
                     // Shutdown's deadline passed while NATS was unreachable.
                     running.wait(None, self.config.kill_grace, async { Stop::Shutdown }).await;
@@ -224,6 +226,23 @@ impl Executor {
             Some(result) => self.finish(cmd, id, result).await,
             None => Settle::Nak,
         }
+    }
+
+    /// Starts the attempt's process: forked by the warm Python runtime when it may run there, else
+    /// (and when the runtime is lost on the way) as a fresh process.
+    async fn start(&self, prepared: &Prepared) -> Result<(runner::Running, Runtime), String> {
+        match self.warm.choose(&prepared.process, prepared.raw.is_some()).await {
+            Ok((server, script)) => match server.spawn(&script, &prepared.process).await {
+                Ok(running) => return Ok((running, Runtime::Warm)),
+                Err(SpawnError::Refused(why)) => return Err(why),
+                Err(SpawnError::Lost(why)) => {
+                    tracing::warn!(%why, "the warm Python runtime lost the task; running it cold")
+                }
+            },
+            Err(Cold::Chosen(why)) => tracing::debug!(%why, "running the task cold"),
+            Err(Cold::Unsuitable(why)) => tracing::info!(%why, "running the task cold"),
+        }
+        runner::spawn(&prepared.process).map(|running| (running, Runtime::Cold))
     }
 
     /// The result a previous try of this attempt left in its output prefix, if it finished.

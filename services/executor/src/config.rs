@@ -9,6 +9,7 @@ use aloft_runtime::{ConfigError, Validate};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::quantity;
+pub use crate::domain::warm::Runtime;
 
 /// Everything the executor reads at start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +34,13 @@ pub struct Config {
     pub capacity: CapacityConfig,
     /// The Python environment tasks run in.
     pub python: PythonConfig,
+    /// How Python tasks (`pyflyte-execute`, `pyflyte-fast-execute`) run: `warm` (default) in a
+    /// child forked from a fork server that has flytekit imported, falling back to `cold` (a fresh
+    /// process per attempt) when the server cannot start or an attempt cannot run there; `cold`
+    /// always. A task's `ALOFT_PYTHON_RUNTIME` environment variable overrides it for that task.
+    /// An executor serves one queue, so this is also the per-queue setting. (A top-level key, not
+    /// `python.runtime`, so that code building `PythonConfig` literally keeps compiling.)
+    pub python_runtime: Runtime,
     /// Directory under which each attempt gets a fresh scratch directory (working directory,
     /// `HOME`, `TMPDIR`, the log before upload).
     pub scratch_dir: String,
@@ -80,6 +88,7 @@ impl Default for Config {
             storage: BlobConfig::default(),
             capacity: CapacityConfig::default(),
             python: PythonConfig::default(),
+            python_runtime: Runtime::Warm,
             scratch_dir: std::env::temp_dir().join("aloft-executor").to_string_lossy().into_owned(),
             keep_scratch: false,
             kill_grace: Duration::from_secs(10),
@@ -137,6 +146,7 @@ mod tests {
         assert_eq!(c.capacity, CapacityConfig { cpu: None, memory: None }, "the host's by default");
         assert_eq!(c.kill_grace, Duration::from_secs(10));
         assert!(!c.keep_scratch);
+        assert_eq!(c.python_runtime, Runtime::Warm);
     }
 
     #[test]
@@ -157,6 +167,11 @@ mod tests {
         assert_eq!(c.drain_timeout, Duration::from_secs(60));
         assert!(c.keep_scratch);
         assert_eq!(c.storage.root, "s3://b/p");
+        assert_eq!(c.python_runtime, Runtime::Warm);
+        let cold: Config = aloft_runtime::config::load_from(None, &env(&[("ALOFT_PYTHON_RUNTIME", "cold")])).unwrap();
+        assert_eq!(cold.python_runtime, Runtime::Cold);
+        let err = aloft_runtime::config::load_from::<Config>(None, &env(&[("ALOFT_PYTHON_RUNTIME", "tepid")]));
+        assert!(err.unwrap_err().to_string().contains("python_runtime"));
     }
 
     #[test]

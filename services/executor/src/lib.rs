@@ -17,6 +17,7 @@ pub mod domain;
 pub mod error;
 mod raw_container;
 pub mod runner;
+pub mod warm;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -157,12 +158,26 @@ async fn check_host(config: &Config) -> Result<(), Error> {
     if reaped > 0 {
         tracing::warn!(groups = reaped, "killed task processes left running by a previous executor");
     }
+    // Fork servers of a previous executor on this scratch directory died with it (their input
+    // closed); their directories are left over.
+    let warm = warm_dir(&config.scratch_dir);
+    if let Err(e) = tokio::fs::remove_dir_all(&warm).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %warm.display(), error = %e, "cannot clear the previous warm runtime's files");
+    }
     Ok(())
 }
 
 /// Where running task process groups are recorded, under the scratch directory.
 pub fn groups_dir(scratch_dir: &str) -> std::path::PathBuf {
     std::path::Path::new(scratch_dir).join(".groups")
+}
+
+/// Where the warm Python runtime's fork servers keep their script, `HOME` and `TMPDIR`, under the
+/// scratch directory (one subdirectory per server).
+pub fn warm_dir(scratch_dir: &str) -> std::path::PathBuf {
+    std::path::Path::new(scratch_dir).join(".warm-python")
 }
 
 /// Runs the executor until `shutdown` resolves.

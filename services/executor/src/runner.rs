@@ -11,6 +11,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::domain::outcome::ProcessEnd;
@@ -39,7 +40,7 @@ pub const GROUP_TOKEN: &str = "ALOFT_TASK_GROUP";
 
 /// What ended the wait for a task process.
 enum Woke {
-    Exited(std::io::Result<ExitStatus>),
+    Exited(Result<ProcessEnd, String>),
     TimedOut(Duration),
     Stopped(Stop),
 }
@@ -56,10 +57,52 @@ pub enum Stop {
 /// A started process (the leader of its own process group).
 #[derive(Debug)]
 pub struct Running {
-    child: Child,
+    leader: Leader,
     group: Pid,
     started: Instant,
     marker: Option<PathBuf>,
+}
+
+/// The group leader: a child of this process, or a child of the warm Python runtime's fork
+/// server, which reaps it and reports how it ended (this process cannot wait for it).
+#[derive(Debug)]
+enum Leader {
+    Spawned(Child),
+    Forked { exit: oneshot::Receiver<ForkedExit>, ended: Option<Result<ProcessEnd, String>> },
+}
+
+/// How a forked task process ended, as its parent (the fork server) reaped it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForkedExit {
+    /// Exit status.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+impl Leader {
+    /// Waits for the leader to end; the error says why its end cannot be known.
+    async fn wait(&mut self) -> Result<ProcessEnd, String> {
+        match self {
+            Leader::Spawned(child) => {
+                child.wait().await.map(from_status).map_err(|e| format!("cannot wait for the task process: {e}"))
+            }
+            Leader::Forked { exit, ended } => {
+                // Awaited by reference and remembered: this wait may be cancelled (a timeout
+                // wins the race) and resumed later, and a oneshot yields its value once.
+                if ended.is_none() {
+                    *ended = Some(match exit.await {
+                        Ok(ForkedExit::Code(code)) => Ok(ProcessEnd::Exited(code)),
+                        Ok(ForkedExit::Signal(signal)) => Ok(ProcessEnd::Signaled(signal)),
+                        Err(_) => Err("the warm Python runtime stopped while the task was running; \
+                                       its process group was killed"
+                            .to_string()),
+                    });
+                }
+                ended.clone().expect("set above")
+            }
+        }
+    }
 }
 
 /// Starts `process`; the error says why it could not start, naming the program.
@@ -75,7 +118,7 @@ pub fn spawn(process: &Process) -> Result<Running, String> {
     // order they happen.
     let stdout = open()?;
     let stderr = stdout.try_clone().map_err(|e| format!("cannot share the task log: {e}"))?;
-    let token = process.log.display().to_string();
+    let token = group_token(process);
     let mut command = Command::new(&process.program);
     command
         .args(&process.args)
@@ -92,44 +135,89 @@ pub fn spawn(process: &Process) -> Result<Running, String> {
     let child = command.spawn().map_err(|e| format!("cannot start `{}`: {e}", process.program))?;
     let pid = child.id().ok_or_else(|| format!("`{}` exited before its pid was read", process.program))?;
     let group = Pid::from_raw(i32::try_from(pid).map_err(|_| format!("pid {pid} out of range"))?);
-    let marker = process.groups.as_ref().and_then(|dir| {
-        let path = dir.join(pid.to_string());
-        // Best effort: without the marker only the crash clean-up is lost, not the task.
-        match std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, &token)) {
-            Ok(()) => Some(path),
-            Err(e) => {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot record the task's process group");
-                None
-            }
+    let marker = record_group(process.groups.as_deref(), pid, &token, None);
+    Ok(Running { leader: Leader::Spawned(child), group, started: Instant::now(), marker })
+}
+
+/// The token identifying an attempt's process group (in `ALOFT_TASK_GROUP` and the record).
+pub fn group_token(process: &Process) -> String {
+    process.log.display().to_string()
+}
+
+/// A task process the warm Python runtime forked for `process` (already running in its own
+/// process group `pid`); `exit` reports how it ends. `start` (clock ticks after boot) is recorded
+/// with the group: a forked child's `/proc/<pid>/environ` shows the fork server's environment, so
+/// the token cannot identify it after a crash, its start time can.
+pub fn forked(
+    process: &Process,
+    pid: u32,
+    start: Option<u64>,
+    exit: oneshot::Receiver<ForkedExit>,
+) -> Result<Running, String> {
+    let group = Pid::from_raw(i32::try_from(pid).map_err(|_| format!("pid {pid} out of range"))?);
+    let marker = record_group(process.groups.as_deref(), pid, &group_token(process), start);
+    Ok(Running { leader: Leader::Forked { exit, ended: None }, group, started: Instant::now(), marker })
+}
+
+/// Writes `<dir>/<pgid>` (the token, and `start=<ticks>` when known); best effort: without the
+/// record only the crash clean-up is lost, not the task.
+fn record_group(dir: Option<&std::path::Path>, pid: u32, token: &str, start: Option<u64>) -> Option<PathBuf> {
+    let dir = dir?;
+    let path = dir.join(pid.to_string());
+    let content = match start {
+        Some(ticks) => format!("{token}\nstart={ticks}"),
+        None => token.to_string(),
+    };
+    match std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, content)) {
+        Ok(()) => Some(path),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot record the task's process group");
+            None
         }
-    });
-    Ok(Running { child, group, started: Instant::now(), marker })
+    }
 }
 
 /// Kills the process groups recorded in `dir` by an executor that died without cleaning up (its
 /// tasks keep running as orphans otherwise, and a redelivered run would run them twice), and
-/// clears the records. A group is killed only if its leader still carries the recorded token.
-/// Returns how many groups were killed.
+/// clears the records. A group is killed only if its leader is still the recorded process: it
+/// carries the recorded token in its environment, or (a warm runtime's child) has the recorded
+/// start time. Returns how many groups were killed.
 pub fn reap_stale_groups(dir: &std::path::Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     let mut killed = 0;
     for entry in entries.flatten() {
         let path = entry.path();
         let pgid = entry.file_name().to_string_lossy().parse::<i32>().ok();
-        let token = std::fs::read_to_string(&path).unwrap_or_default();
+        let record = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut lines = record.lines();
+        let token = lines.next().unwrap_or_default();
+        let start = lines.find_map(|l| l.strip_prefix("start=")).and_then(|t| t.parse::<u64>().ok());
         if let Some(pgid) = pgid {
             let environ = std::fs::read(format!("/proc/{pgid}/environ")).unwrap_or_default();
             let ours = format!("{GROUP_TOKEN}={token}");
-            if !token.is_empty()
-                && environ.split(|b| *b == 0).any(|kv| kv == ours.as_bytes())
-                && killpg(Pid::from_raw(pgid), Signal::SIGKILL).is_ok()
-            {
+            let same_token = !token.is_empty() && environ.split(|b| *b == 0).any(|kv| kv == ours.as_bytes());
+            let same_start = start.is_some()
+                && std::fs::read_to_string(format!("/proc/{pgid}/stat"))
+                    .ok()
+                    .and_then(|stat| crate::domain::warm::stat_start_ticks(&stat))
+                    == start;
+            if (same_token || same_start) && killpg(Pid::from_raw(pgid), Signal::SIGKILL).is_ok() {
                 killed += 1;
             }
         }
         let _ = std::fs::remove_file(&path);
     }
     killed
+}
+
+impl Drop for Running {
+    /// A spawned leader is killed by `kill_on_drop`; a forked one (not our child) is killed here,
+    /// with its group, if the attempt is dropped before it ended.
+    fn drop(&mut self) {
+        if let Leader::Forked { ended: None, .. } = self.leader {
+            self.signal(Signal::SIGKILL);
+        }
+    }
 }
 
 impl Running {
@@ -158,7 +246,7 @@ impl Running {
             }
         };
         let woke = tokio::select! {
-            status = self.child.wait() => Woke::Exited(status),
+            end = self.leader.wait() => Woke::Exited(end),
             limit = deadline => Woke::TimedOut(limit),
             stop = stop => Woke::Stopped(stop),
         };
@@ -169,12 +257,9 @@ impl Running {
 
     async fn finish(&mut self, woke: Woke, grace: Duration) -> ProcessEnd {
         match woke {
-            Woke::Exited(status) => {
+            Woke::Exited(end) => {
                 self.signal(Signal::SIGKILL);
-                match status {
-                    Ok(status) => from_status(status),
-                    Err(e) => ProcessEnd::StartFailed(format!("cannot wait for the task process: {e}")),
-                }
+                end.unwrap_or_else(ProcessEnd::StartFailed)
             }
             Woke::TimedOut(limit) => {
                 tracing::info!(pid = self.pid(), timeout = %humantime::format_duration(limit), "task timed out; killing its process group");
@@ -198,9 +283,9 @@ impl Running {
     /// whatever is left of the group (members that ignored SIGTERM).
     async fn kill(&mut self, grace: Duration) {
         self.signal(Signal::SIGTERM);
-        if tokio::time::timeout(grace, self.child.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.leader.wait()).await.is_err() {
             self.signal(Signal::SIGKILL);
-            if let Err(e) = self.child.wait().await {
+            if let Err(e) = self.leader.wait().await {
                 tracing::warn!(pid = self.pid(), error = %e, "cannot reap the killed task process");
             }
         }

@@ -63,16 +63,79 @@ def flaky(a: int) -> int:
     raise FlyteRecoverableException(f"flaky at {a}")
 
 
+def parent():
+    """Who started this task process: the warm runtime's fork server, or the executor."""
+    with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
+        return "forkserver" if b"aloft_forkserver.py" in f.read() else "executor"
+
+
 @task
 def sleepy(a: int) -> int:
     child = subprocess.Popen(["sleep", "300"])
     path = os.path.join(os.environ["ALOFT_TEST_DIR"], os.environ["FLYTE_INTERNAL_EXECUTION_ID"] + ".pid")
+    with open(path + ".parent", "w") as f:
+        f.write(f"{os.getppid()} {parent()}")
     with open(path + ".tmp", "w") as f:
         f.write(str(child.pid))
     os.rename(path + ".tmp", path)
     print("sleeping", flush=True)
     time.sleep(300)
     return a
+
+
+STATE = []
+
+
+@task
+def fingerprint(a: int) -> str:
+    """What a task process looks like from inside, with the attempt's own paths and ids replaced,
+    so that two attempts can be compared."""
+    import logging
+    import random
+    import signal
+    import tempfile
+    import threading
+
+    import flytekit.configuration.file as config_file
+    import flytekit.core.data_persistence as dp
+
+    STATE.append(a)
+    scratch = os.path.dirname(os.environ["HOME"])
+    execution = os.environ["FLYTE_INTERNAL_EXECUTION_ID"]
+
+    def handler(h):
+        return getattr(h, "__qualname__", str(h))
+
+    found = {
+        "parent": parent(),
+        "state": list(STATE),
+        "random": random.random(),
+        "argv": sys.argv,
+        "orig_argv": sys.orig_argv,
+        "path": sys.path,
+        "executable": sys.executable,
+        "main": getattr(sys.modules["__main__"], "__file__", None),
+        "cwd": os.getcwd(),
+        "env": {k: v for k, v in os.environ.items() if k != "ALOFT_PYTHON_RUNTIME"},
+        "tempdir": tempfile.gettempdir(),
+        "flyte_tmp_parent": os.path.dirname(dp.flyte_tmp_dir),
+        "default_s3_endpoint": dp.default_local_file_access_provider.data_config.s3.endpoint,
+        "config_file": str(config_file.get_config_file(None)),
+        "loggers": {
+            name: [logging.getLogger(name).level] + [
+                (type(h).__name__, type(h.formatter).__name__) for h in logging.getLogger(name).handlers
+            ]
+            for name in ("flytekit", "user_space", "developer", "")
+        },
+        "excepthook": getattr(sys.excepthook, "__module__", None),
+        "signals": {s.name: handler(signal.getsignal(s)) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD)},
+        "stdio": [(f.fileno(), f.encoding, f.line_buffering, f.write_through) for f in (sys.stdout, sys.stderr)],
+        "stdin": os.readlink("/proc/self/fd/0"),
+        "own_group": os.getpgid(0) == os.getpid(),
+        "threads": threading.active_count(),
+        "flags": repr(sys.flags),
+    }
+    return json.dumps(found).replace(scratch, "<scratch>").replace(execution, "<exec>")
 
 
 @task
@@ -300,6 +363,32 @@ impl Harness {
         }
     }
 
+    /// `<pid> forkserver|executor`: the parent of the `sleepy` task of `exec`.
+    async fn parent_of(&self, exec: &str) -> Result<(i32, String)> {
+        self.child_pid(exec).await?;
+        let text = std::fs::read_to_string(self.dir.path().join(format!("{exec}.pid.parent")))?;
+        let (pid, who) = text.split_once(' ').context("pid and parent")?;
+        Ok((pid.parse()?, who.to_string()))
+    }
+
+    /// Runs the `fingerprint` task as execution `exec` (with extra task environment) and returns
+    /// what it saw.
+    async fn fingerprint(&mut self, exec: &str, env: &[(&str, &str)]) -> Result<serde_json::Value> {
+        let mut cmd =
+            self.command(exec, 0, python_task("fingerprint", SimpleType::String), &inputs(&[("a", int(1))])).await?;
+        cmd.env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.publish(&cmd).await?;
+        let done = self.terminal(exec).await?;
+        let log =
+            String::from_utf8_lossy(&self.store.get(&format!("{}/task.log", cmd.output_prefix)).await?).into_owned();
+        ensure!(done.phase == Phase::Succeeded as i32, "{}\n{log}", summary(&done));
+        let outputs = LiteralMap::decode(self.store.get(&format!("{}/outputs.pb", cmd.output_prefix)).await?)?;
+        match primitive_of(&outputs.literals["o0"]) {
+            Some(primitive::Value::StringValue(json)) => Ok(serde_json::from_str(json)?),
+            other => bail!("fingerprint returned {other:?}"),
+        }
+    }
+
     async fn stop(mut self) -> Result<()> {
         self.token.cancel();
         let running = self.running.take().unwrap();
@@ -480,10 +569,11 @@ async fn dies(pid: i32) -> bool {
 /// Whether the scratch directory empties (it is deleted just after the terminal event).
 async fn scratch_empties(config: &Config) -> bool {
     for _ in 0..100 {
-        // Only the (empty) record of running process groups may remain.
+        // Only the (empty) record of running process groups and the warm runtime's files may remain.
         let groups = aloft_executor::groups_dir(&config.scratch_dir);
+        let warm = aloft_executor::warm_dir(&config.scratch_dir);
         let left = std::fs::read_dir(PathBuf::from(&config.scratch_dir))
-            .map(|d| d.flatten().filter(|e| e.path() != groups).count())
+            .map(|d| d.flatten().filter(|e| e.path() != groups && e.path() != warm).count())
             .unwrap_or(0);
         let records = std::fs::read_dir(&groups).map(|d| d.count()).unwrap_or(0);
         if left == 0 && records == 0 {
@@ -602,6 +692,7 @@ async fn timeout_kills_the_process_group() -> Result<()> {
     h.publish(&cmd).await?;
     let child = h.child_pid("slow1").await?;
     assert!(alive(child), "the child sleep runs while the task runs");
+    assert_eq!(h.parent_of("slow1").await?.1, "forkserver", "Python tasks run warm by default");
     let done = h.terminal("slow1").await?;
     assert_eq!(done.phase, Phase::RetryableFailed as i32, "{}", summary(&done));
     let err = error_of(&done);
@@ -620,6 +711,7 @@ async fn abort_kills_the_attempt_and_reports_aborted() -> Result<()> {
     h.publish(&cmd).await?;
     h.running("abort1").await?;
     let child = h.child_pid("abort1").await?;
+    assert_eq!(h.parent_of("abort1").await?.1, "forkserver", "Python tasks run warm by default");
     h.abort("abort1", "stopped by a test").await?;
     let done = h.terminal("abort1").await?;
     assert_eq!(done.phase, Phase::Aborted as i32, "{}", summary(&done));
@@ -793,6 +885,7 @@ async fn fast_registered_task_runs_from_its_bundle() -> Result<()> {
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
         .filter(|p| p != &aloft_executor::groups_dir(&h.config.scratch_dir))
+        .filter(|p| p != &aloft_executor::warm_dir(&h.config.scratch_dir))
         .collect();
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert!(
@@ -870,4 +963,64 @@ async fn shutdown_hands_running_attempts_back_to_the_queue() -> Result<()> {
     token.cancel();
     tokio::time::timeout(Duration::from_secs(10), next.task).await.context("shutdown timed out")???;
     Ok(())
+}
+
+/// The warm runtime is an optimisation nobody may notice: a task forked by it sees what a task
+/// started as a fresh `pyflyte-execute` sees (environment, paths, flytekit's settings read from the
+/// environment such as its S3 endpoint, logging, signals, stdio), and nothing a previous attempt
+/// left behind.
+#[tokio::test]
+async fn warm_attempts_look_like_cold_ones_and_share_nothing() -> Result<()> {
+    let mut h = Harness::start(Store::S3, |_| {}).await?;
+    let warm1 = h.fingerprint("fpw1", &[]).await?;
+    let warm2 = h.fingerprint("fpw2", &[]).await?;
+    // The per-task override.
+    let cold = h.fingerprint("fpc1", &[("ALOFT_PYTHON_RUNTIME", "cold")]).await?;
+    assert_eq!(warm1["parent"], "forkserver");
+    assert_eq!(warm2["parent"], "forkserver");
+    assert_eq!(cold["parent"], "executor");
+    assert_eq!(warm2["state"], serde_json::json!([1]), "module state of the first attempt leaked into the second");
+    assert_ne!(warm1["random"], warm2["random"], "forked children must not share a random state");
+    assert_eq!(warm1["default_s3_endpoint"], serde_json::json!(h.config.storage.endpoint));
+    let same = |v: &serde_json::Value| {
+        let mut v = v.clone();
+        let o = v.as_object_mut().unwrap();
+        for k in ["parent", "random"] {
+            o.remove(k);
+        }
+        v
+    };
+    let (warm, cold) = (same(&warm2), same(&cold));
+    for (key, value) in cold.as_object().unwrap() {
+        assert_eq!(&warm[key], value, "`{key}` differs between the warm and the cold runtime");
+    }
+    assert_eq!(warm, cold);
+    h.stop().await?;
+
+    // The executor's default.
+    let mut h = Harness::start(Store::Local, |c| c.python_runtime = aloft_executor::config::Runtime::Cold).await?;
+    assert_eq!(h.fingerprint("fpc2", &[]).await?["parent"], "executor");
+    assert_eq!(h.fingerprint("fpw3", &[("ALOFT_PYTHON_RUNTIME", "warm")]).await?["parent"], "forkserver");
+    h.stop().await
+}
+
+/// If the fork server dies under a running task, the task's group is killed and the attempt is a
+/// retryable system failure; the next Python task starts a new server.
+#[tokio::test]
+async fn losing_the_warm_runtime_fails_the_attempt_and_the_next_one_restarts_it() -> Result<()> {
+    let mut h = Harness::start(Store::Local, |_| {}).await?;
+    let cmd = h.command("lost1", 0, python_task("sleepy", SimpleType::Integer), &inputs(&[("a", int(1))])).await?;
+    h.publish(&cmd).await?;
+    let child = h.child_pid("lost1").await?;
+    let (server, who) = h.parent_of("lost1").await?;
+    assert_eq!(who, "forkserver");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(server), nix::sys::signal::Signal::SIGKILL)?;
+    let done = h.terminal("lost1").await?;
+    assert_eq!(done.phase, Phase::RetryableFailed as i32, "{}", summary(&done));
+    let err = error_of(&done);
+    assert_eq!(err.code, "ProcessFailed");
+    assert!(err.message.contains("warm Python runtime stopped"), "{}", err.message);
+    assert!(dies(child).await, "the task's child survived its lost attempt");
+    assert_eq!(h.fingerprint("lost2", &[]).await?["parent"], "forkserver");
+    h.stop().await
 }

@@ -64,13 +64,14 @@ pub const PASSTHROUGH: &[&str] = &[
     "LC_ALL",
 ];
 
-/// The task process's environment.
-pub fn task_env(cmd: &TaskRunCommand, id: &AttemptId, host: &Host<'_>) -> BTreeMap<String, String> {
+/// The lowest layer of every task's environment: the passthrough variables, `PATH`, `VIRTUAL_ENV`,
+/// `HOME`, `TMPDIR`, `PYTHONUNBUFFERED`. The warm Python runtime is started with exactly this, so a
+/// task whose environment only adds to it can run there.
+pub fn base_env(host: &Host<'_>) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     let mut set = |k: &str, v: &str| {
         env.insert(k.to_string(), v.to_string());
     };
-
     for (k, v) in host.passthrough {
         set(k, v);
     }
@@ -87,6 +88,15 @@ pub fn task_env(cmd: &TaskRunCommand, id: &AttemptId, host: &Host<'_>) -> BTreeM
     set("TMPDIR", host.tmpdir);
     // stdout and stderr share one log file; unbuffered output keeps them in the order written.
     set("PYTHONUNBUFFERED", "1");
+    env
+}
+
+/// The task process's environment.
+pub fn task_env(cmd: &TaskRunCommand, id: &AttemptId, host: &Host<'_>) -> BTreeMap<String, String> {
+    let mut env = base_env(host);
+    let mut set = |k: &str, v: &str| {
+        env.insert(k.to_string(), v.to_string());
+    };
 
     let container_env = cmd.task.as_ref().and_then(super::container).map(|c| c.env.as_slice()).unwrap_or(&[]);
     for kv in container_env {

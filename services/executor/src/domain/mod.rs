@@ -10,6 +10,7 @@ pub mod quantity;
 pub mod raw_io;
 pub mod template;
 pub mod text;
+pub mod warm;
 
 use aloft_proto::flyteidl::core::{Container, TaskTemplate, task_template};
 

@@ -139,6 +139,12 @@ impl Stack {
                 health: aloft_executor::config::HealthConfig { listen: "127.0.0.1:0".into() },
                 storage: storage.clone(),
                 python: aloft_executor::config::PythonConfig { venv: Some(venv_dir) },
+                // ALOFT_E2E_PYTHON_RUNTIME=cold runs the suite on the cold path (default: warm).
+                python_runtime: match std::env::var("ALOFT_E2E_PYTHON_RUNTIME").as_deref() {
+                    Ok("cold") => aloft_executor::config::Runtime::Cold,
+                    Ok("warm") | Err(_) => aloft_executor::config::Runtime::Warm,
+                    Ok(other) => bail!("ALOFT_E2E_PYTHON_RUNTIME={other}: expected warm or cold"),
+                },
                 scratch_dir: scratch_root.to_str().context("temporary path is not UTF-8")?.into(),
                 kill_grace: Duration::from_secs(2),
                 drain_timeout: Duration::from_secs(2),
