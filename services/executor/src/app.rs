@@ -154,6 +154,7 @@ impl Executor {
                 tmpdir: "",
                 s3: None,
                 passthrough: &host.passthrough,
+                admin: None,
             }),
         );
         Executor {

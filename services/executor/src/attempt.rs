@@ -366,6 +366,7 @@ impl Executor {
             tmpdir: &tmp,
             s3: self.host.s3.as_ref(),
             passthrough: &self.host.passthrough,
+            admin: self.config.admin_endpoint.as_deref(),
         };
         let env = task_env(cmd, id, &host);
         let mut rendered = rendered.into_iter();

@@ -41,6 +41,10 @@ pub struct Config {
     /// An executor serves one queue, so this is also the per-queue setting. (A top-level key, not
     /// `python.runtime`, so that code building `PythonConfig` literally keeps compiling.)
     pub python_runtime: Runtime,
+    /// Metadata's admin gRPC address (`host:port`) as tasks reach it, passed to them as
+    /// `FLYTE_PLATFORM_URL` (with `FLYTE_PLATFORM_INSECURE=True`) so an eager workflow
+    /// (`@eager`) can start its sub-executions. Unset: tasks get no endpoint.
+    pub admin_endpoint: Option<String>,
     /// Directory under which each attempt gets a fresh scratch directory (working directory,
     /// `HOME`, `TMPDIR`, the log before upload).
     pub scratch_dir: String,
@@ -91,6 +95,7 @@ impl Default for Config {
             python_runtime: Runtime::Warm,
             scratch_dir: std::env::temp_dir().join("aloft-executor").to_string_lossy().into_owned(),
             keep_scratch: false,
+            admin_endpoint: None,
             kill_grace: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
         }
@@ -109,6 +114,9 @@ impl Validate for Config {
         }
         if self.slots == 0 {
             return Err(ConfigError::invalid("slots", "must be at least 1"));
+        }
+        if let Some(admin) = &self.admin_endpoint {
+            aloft_runtime::grpc::validate_listen(admin, "admin_endpoint")?;
         }
         self.storage.validate().map_err(|e| ConfigError::invalid("storage", e.to_string()))?;
         if let Some(cpu) = &self.capacity.cpu {

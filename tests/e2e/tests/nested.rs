@@ -292,3 +292,40 @@ async fn gates_wait_for_people_and_time_and_failure_nodes_clean_up() -> Result<(
     ensure!(note.starts_with("n0: ") && note.contains("cannot train on 3"), "the failure node got the error: {note}");
     s.stop().await
 }
+
+/// A map over 10,000 elements on one machine (Flyte caps near 5,000): every index runs as its
+/// own attempt and the outputs come back in order. `ALOFT_E2E_BIG_MAP` sets the size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_thousand_element_map() -> Result<()> {
+    let n: usize = std::env::var("ALOFT_E2E_BIG_MAP").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let s = Stack::start(Store::Local).await?;
+    let xs: Vec<usize> = (0..n).collect();
+    let arg = serde_json::to_string(&xs)?;
+    let started = std::time::Instant::now();
+    let out = s.pyflyte_run("big1", false, "nested.py", "big_map", &["--xs", &arg]).await?;
+    ensure!(out.status.success(), "pyflyte run big_map\n{}", out.dump());
+    let f = s.remote("wait", "big1", &["--timeout", "3000"]).await?;
+    let took = started.elapsed();
+    expect(&f, "/phase", json!("SUCCEEDED"))?;
+    let outputs = at(&f, "/outputs/o0")?.as_array().context("a list")?;
+    ensure!(outputs.len() == n, "{} outputs for {n} inputs", outputs.len());
+    ensure!(outputs.iter().enumerate().all(|(i, v)| v.as_u64() == Some(i as u64)), "outputs are in index order");
+    eprintln!(
+        "big map: {n} sub-tasks in {:.1} s ({:.1} ms each)",
+        took.as_secs_f64(),
+        took.as_secs_f64() * 1000.0 / n as f64
+    );
+    s.stop().await
+}
+
+/// An eager workflow (`@eager`): plain Python control flow; each task call is a sub-execution the
+/// eager task starts through the admin API, from inside its process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eager_workflows_use_plain_python_control_flow() -> Result<()> {
+    let s = Stack::start(Store::Local).await?;
+    s.run_ok("eager1", "eager.py", "grow_until", &["--x", "2", "--limit", "20"]).await?;
+    let f = s.inspect("eager1").await?;
+    // 2 + 1 = 3, doubled while below 20: 6, 12, 24
+    expect(&f, "/outputs", json!({"o0": 24}))?;
+    s.stop().await
+}

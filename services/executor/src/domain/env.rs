@@ -43,6 +43,9 @@ pub struct Host<'a> {
     /// Variables copied from the executor's environment (the standard AWS chain when the store
     /// uses it, locale), below everything else.
     pub passthrough: &'a [(String, String)],
+    /// Metadata's admin API (`host:port`), given to tasks as `FLYTE_PLATFORM_URL`: an eager
+    /// workflow's task starts its sub-executions there with FlyteRemote.
+    pub admin: Option<&'a str>,
 }
 
 /// The variables of the executor's environment a task may see: the AWS default chain (used when
@@ -118,6 +121,11 @@ pub fn task_env(cmd: &TaskRunCommand, id: &AttemptId, host: &Host<'_>) -> BTreeM
         set("BATCH_JOB_ARRAY_INDEX_VAR_NAME", "FLYTE_K8S_ARRAY_INDEX");
         set("FLYTE_K8S_ARRAY_INDEX", &cmd.array_index.to_string());
     }
+    if let Some(admin) = host.admin {
+        set("FLYTE_PLATFORM_URL", admin);
+        // plaintext, like every other Aloft client; flytekit otherwise starts a TLS handshake
+        set("FLYTE_PLATFORM_INSECURE", "True");
+    }
     if let Some(s3) = host.s3 {
         if let Some(endpoint) = &s3.endpoint {
             set("FLYTE_AWS_ENDPOINT", endpoint);
@@ -151,7 +159,19 @@ mod tests {
             tmpdir: "/scratch/a/tmp",
             s3,
             passthrough,
+            admin: None,
         }
+    }
+
+    #[test]
+    fn tasks_learn_the_admin_endpoint_for_eager_workflows() {
+        let cmd = command();
+        let id = AttemptId::from_command(&cmd).unwrap();
+        let env = task_env(&cmd, &id, &Host { admin: Some("metadata:8089"), ..host(None, &[]) });
+        assert_eq!(env.get("FLYTE_PLATFORM_URL").map(String::as_str), Some("metadata:8089"));
+        assert_eq!(env.get("FLYTE_PLATFORM_INSECURE").map(String::as_str), Some("True"));
+        let env = task_env(&cmd, &id, &host(None, &[]));
+        assert!(!env.contains_key("FLYTE_PLATFORM_URL"));
     }
 
     #[test]

@@ -223,6 +223,11 @@ impl Venv {
 
     /// Runs a venv executable (`pyflyte`, `python`) with `args` in `cwd`.
     pub async fn run(&self, program: &str, args: &[&str], cwd: &Path) -> Result<Output> {
+        self.run_for(program, args, cwd, PYTHON_TIMEOUT).await
+    }
+
+    /// [`Venv::run`] with its own time limit (for commands that wait on long executions).
+    pub async fn run_for(&self, program: &str, args: &[&str], cwd: &Path, limit: Duration) -> Result<Output> {
         let path = std::env::var_os("PATH").unwrap_or_default();
         let mut paths = vec![self.root.join("bin")];
         paths.extend(std::env::split_paths(&path));
@@ -245,9 +250,9 @@ impl Venv {
         }
         let started = Instant::now();
         let child = cmd.spawn().with_context(|| format!("spawning {}", self.bin(program).display()))?;
-        let out = tokio::time::timeout(PYTHON_TIMEOUT, child.wait_with_output())
+        let out = tokio::time::timeout(limit, child.wait_with_output())
             .await
-            .with_context(|| format!("{program} {args:?} did not finish within {PYTHON_TIMEOUT:?}"))??;
+            .with_context(|| format!("{program} {args:?} did not finish within {limit:?}"))??;
         Ok(Output {
             status: out.status,
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -145,6 +145,8 @@ impl Stack {
                     Ok("warm") | Err(_) => aloft_executor::config::Runtime::Warm,
                     Ok(other) => bail!("ALOFT_E2E_PYTHON_RUNTIME={other}: expected warm or cold"),
                 },
+                // eager workflows start their sub-executions here from inside the task
+                admin_endpoint: Some(metadata.endpoint()),
                 scratch_dir: scratch_root.to_str().context("temporary path is not UTF-8")?.into(),
                 kill_grace: Duration::from_secs(2),
                 drain_timeout: Duration::from_secs(2),
@@ -251,7 +253,14 @@ impl Stack {
             name,
         ];
         argv.extend(extra);
-        let out = self.venv.run("python", &argv, self.tmp.path()).await?;
+        // `--timeout S` given to the checker bounds it; the process gets a minute more
+        let limit = extra
+            .iter()
+            .position(|a| *a == "--timeout")
+            .and_then(|i| extra.get(i + 1)?.parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s + 60))
+            .unwrap_or(crate::common::PYTHON_TIMEOUT);
+        let out = self.venv.run_for("python", &argv, self.tmp.path(), limit).await?;
         ensure!(out.status.success(), "check_execution.py {command} {name} failed\n{}", out.dump());
         // shown by nextest when the test fails: the facts the assertions were made on
         eprintln!("check_execution.py {command} {name} ({:.1} s):\n{}", out.elapsed.as_secs_f64(), out.stdout);
