@@ -291,6 +291,22 @@ ensure_venv() {
   tools_unlock
 }
 
+# scikit-learn for examples/training (its datasets ship inside it: nothing is downloaded when the
+# pipeline runs). Installed on top of the flytekit venv, so adding it never recreates a venv that
+# running tests use; the check reads package metadata only (no sklearn import), so it stays fast.
+SKLEARN_VERSION=1.7.2
+SKLEARN_CHECK="import importlib.metadata as m; assert m.version('scikit-learn') == '$SKLEARN_VERSION'"
+ensure_venv_extras() {
+  "$VENV/bin/python" -c "$SKLEARN_CHECK" >/dev/null 2>&1 && return 0
+  tools_lock
+  if ! "$VENV/bin/python" -c "$SKLEARN_CHECK" >/dev/null 2>&1; then
+    log "installing scikit-learn==$SKLEARN_VERSION into $VENV (~30 s)"
+    "$VENV/bin/python" -m pip install -q "scikit-learn==$SKLEARN_VERSION" >>"$LOG/venv.log" 2>&1 \
+      || { tail -20 "$LOG/venv.log" >&2; die "pip install scikit-learn==$SKLEARN_VERSION into $VENV failed (see $LOG/venv.log)"; }
+  fi
+  tools_unlock
+}
+
 # ---------------------------------------------------------------- go
 printf 'SW_MASTER_PORT=%s SW_VOLUME_PORT=%s SW_FILER_PORT=%s SW_ADMIN_PORT=%s S3_PORT=%s\n' \
   "$SW_MASTER_PORT" "$SW_VOLUME_PORT" "$SW_FILER_PORT" "$SW_ADMIN_PORT" "$S3_PORT" >"$RUN/ports"
@@ -299,6 +315,7 @@ start_s3
 start_pg
 # the servers boot while the venv and the schema are prepared
 ensure_venv
+ensure_venv_extras
 "$ROOT/scripts/fetch-flyteidl.sh" >>"$LOG/fetch-flyteidl.log" 2>&1 \
   || { tail -10 "$LOG/fetch-flyteidl.log" >&2; die "scripts/fetch-flyteidl.sh failed (see $LOG/fetch-flyteidl.log)"; }
 wait_nats; log "nats ready on 127.0.0.1:$NATS_PORT"

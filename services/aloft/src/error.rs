@@ -52,14 +52,48 @@ pub enum Error {
     /// The async runtime could not be built.
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    /// A service of a running Aloft cannot be reached.
+    #[error("cannot reach {service} at {endpoint}: {message} (is `aloft up` running? pass {flag} or set {env})")]
+    Unreachable {
+        /// Which one (`aloft`, `the notifier`).
+        service: &'static str,
+        /// The endpoint as given.
+        endpoint: String,
+        /// What the transport said.
+        message: String,
+        /// The flag that sets it.
+        flag: &'static str,
+        /// The environment variable that sets it.
+        env: &'static str,
+    },
+    /// The named project, execution, node or attempt does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The server refused or failed a call; the message names what was asked for.
+    #[error("{0}")]
+    Remote(String),
+    /// `executions watch` saw the execution end in a phase other than SUCCEEDED.
+    #[error("execution {name} ended {phase}")]
+    Ended {
+        /// `project/domain/name`.
+        name: String,
+        /// The terminal phase.
+        phase: String,
+    },
+    /// `aloft init` cannot create the project.
+    #[error("{0}")]
+    Init(String),
 }
 
 impl Error {
     /// 2 for what the person can fix in the command line (usage, configuration, data
-    /// directory), 1 for failures while starting or running.
+    /// directory), 1 for failures while starting or running, and for `executions watch` 3 when
+    /// the execution failed or timed out and 4 when it was aborted.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) | Error::DataDir { .. } => 2,
+            Error::Ended { phase, .. } if phase == "ABORTED" => 4,
+            Error::Ended { .. } => 3,
             _ => 1,
         }
     }

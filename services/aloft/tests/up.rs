@@ -35,7 +35,8 @@ struct Up {
 /// Starts `aloft up` on free ports and waits for its banner's `grpc:` line.
 async fn up(data_dir: &Path) -> Result<Up> {
     let mut child = aloft()
-        .args(["up", "--port", "0", "--http-port", "0", "--nats-port", "0", "--data-dir"])
+        .args(["up", "--port", "0", "--http-port", "0", "--nats-port", "0", "--notifier-port", "0"])
+        .args(["--lineage-port", "0", "--data-dir"])
         .arg(data_dir)
         .env("ALOFT_LOG", "warn")
         .spawn()?;
@@ -125,8 +126,20 @@ async fn taken_port_is_one_line_naming_the_flag_and_exits_1() -> Result<()> {
     let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = taken.local_addr()?.port().to_string();
     let dir = tmp.path().display().to_string();
-    let (status, _, err) =
-        finish(&["up", "--data-dir", &dir, "--port", &port, "--http-port", "0", "--nats-port", "0"]).await?;
+    let (status, _, err) = finish(&[
+        "up",
+        "--data-dir",
+        &dir,
+        "--port",
+        &port,
+        "--http-port",
+        "0",
+        "--nats-port",
+        "0",
+        "--notifier-port",
+        "0",
+    ])
+    .await?;
     assert_eq!(status.code(), Some(1), "{err}");
     let last = err.lines().last().unwrap_or_default();
     ensure!(last.starts_with(&format!("aloft: cannot listen on 127.0.0.1:{port} (--port): ")), "{err}");

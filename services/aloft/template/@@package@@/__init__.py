@@ -1,0 +1,1 @@
+"""@@project@@: an ML pipeline on Aloft, owned by @@team@@."""
