@@ -28,8 +28,8 @@ use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
 use crate::domain::machine::{
-    self, CacheResult, CacheStatus, Context, Effect, ExecState, Failure, Input, Items, Limits, NodeEvent, NodeStatus,
-    Outcome, WfStatus, layout,
+    self, CacheResult, CacheStatus, Context, Effect, ExecState, Failure, Input, Limits, NodeEvent, NodeStatus, Outcome,
+    WfStatus, layout,
 };
 use crate::domain::plan::{Catalog, Gate, Kind, PlanNode, ROOT};
 use crate::domain::{bindings, cache};
@@ -72,6 +72,8 @@ pub struct App {
     closures: Arc<Mutex<HashMap<String, Arc<Loaded>>>>,
     /// Compiled dynamic workflows by URI, as catalogs.
     dynamics: Arc<Mutex<HashMap<String, Arc<Catalog>>>>,
+    /// Inputs of running array nodes by URI (immutable; read once per map, not once per index).
+    array_inputs: Arc<Mutex<HashMap<String, Arc<LiteralMap>>>>,
 }
 
 /// The scheduler's clients of metadata (one lazy channel).
@@ -154,6 +156,7 @@ impl App {
             cache,
             closures: Arc::default(),
             dynamics: Arc::default(),
+            array_inputs: Arc::default(),
         }
     }
 
@@ -590,6 +593,22 @@ impl App {
         Ok(catalog)
     }
 
+    /// An array node's inputs, cached: every one of its sub-tasks needs them.
+    async fn array_inputs(&self, uri: &str) -> Result<Arc<LiteralMap>, Error> {
+        if let Some(m) = self.array_inputs.lock().await.get(uri) {
+            return Ok(m.clone());
+        }
+        let bytes = self.blob.get(uri).await?;
+        let map = Arc::new(LiteralMap::decode(bytes.as_ref()).map_err(|e| Error::Corrupt(format!("{uri}: {e}")))?);
+        let mut cache = self.array_inputs.lock().await;
+        // a handful of maps run at once; forget the others rather than grow without bound
+        if cache.len() >= 16 {
+            cache.clear();
+        }
+        cache.insert(uri.to_string(), map.clone());
+        Ok(map)
+    }
+
     /// Compiles a dynamic node's `futures.pb` into a workflow closure next to it. Returns the
     /// closure's URI, or why the dynamic workflow is invalid (the node's failure).
     async fn compile(
@@ -978,8 +997,7 @@ impl App {
     ) -> Result<(), Error> {
         let prefix = Self::prefix(cmd);
         let node = &state.nodes[node_id];
-        let items =
-            node.items.clone().unwrap_or_else(|| Items { required: 0, next: 0, packed: vec![], first_failure: None });
+        let items = node.items.clone().unwrap_or_default();
         let names: Vec<String> = machine::task_of(catalog, state, node_id)
             .and_then(|t| catalog.task(t))
             .and_then(|t| t.interface.as_ref())
@@ -1073,7 +1091,38 @@ impl App {
         let Some(plan) = plan_node(catalog, state, owner) else {
             return Ok(Err(format!("node `{node_id}` is not in the workflow")));
         };
-        let inputs_uri = layout::inputs(prefix, owner);
+        let mut inputs_uri = layout::inputs(prefix, owner);
+        let mut extra_env = Vec::new();
+        if let (Some((array_id, index)), Kind::Array(spec)) = (&array, &plan.kind) {
+            // Each sub-task gets only its own element of the mapped lists (flytekit would
+            // otherwise decode all n elements in every one of the n sub-tasks): a one-element
+            // list, with BATCH_JOB_ARRAY_INDEX_OFFSET = -index so flytekit picks element 0 while
+            // FLYTE_K8S_ARRAY_INDEX still says which index this is.
+            let full = self.array_inputs(&inputs_uri).await?;
+            let mut own = LiteralMap::default();
+            for (name, lit) in &full.literals {
+                let value = match &lit.value {
+                    Some(core::literal::Value::Collection(c)) if !spec.bound_inputs.contains(name) => {
+                        let Some(element) = c.literals.get(*index as usize) else {
+                            return Ok(Err(format!("map task input `{name}` has no element {index}")));
+                        };
+                        core::Literal {
+                            value: Some(core::literal::Value::Collection(core::LiteralCollection {
+                                literals: vec![element.clone()],
+                            })),
+                            ..Default::default()
+                        }
+                    }
+                    _ => lit.clone(),
+                };
+                own.literals.insert(name.clone(), value);
+            }
+            inputs_uri = layout::inputs(prefix, &format!("{array_id}-{index}"));
+            if attempt == 0 || !self.blob.exists(&inputs_uri).await? {
+                self.blob.put(&inputs_uri, own.encode_to_vec()).await?;
+            }
+            extra_env.push(("BATCH_JOB_ARRAY_INDEX_OFFSET".to_string(), format!("-{index}")));
+        }
         if array.is_none() && (attempt == 0 || !self.blob.exists(&inputs_uri).await?) {
             let scope = Self::scope_of(cmd, state, node_id);
             match self.resolve(state, &scope, &plan.inputs).await? {
@@ -1105,6 +1154,7 @@ impl App {
                 env.insert(kv.key.clone(), kv.value.clone());
             }
         }
+        env.extend(extra_env);
         let run = TaskRunCommand {
             id: Some(TaskExecutionIdentifier {
                 task_id: Some(task_id.clone()),

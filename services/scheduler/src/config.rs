@@ -13,6 +13,8 @@ pub struct Config {
     pub bus: BusConfig,
     /// The gRPC health endpoint that deployments probe.
     pub health: HealthConfig,
+    /// The HTTP endpoint serving Prometheus `/metrics` (port 0: any free port).
+    pub metrics: aloft_runtime::metrics::MetricsConfig,
     /// The blob store shared with metadata and executors (node inputs, workflow outputs).
     pub storage: aloft_blob::BlobConfig,
     /// Executor queue task runs are published to.
@@ -89,6 +91,7 @@ impl Default for Config {
             // 8091..8094 are scheduler, executor, notifier, lineage, so all five services share a host
             // with their defaults (metadata uses 8088/8089).
             health: HealthConfig::at("127.0.0.1:8091"),
+            metrics: aloft_runtime::metrics::MetricsConfig::default(),
             storage: aloft_blob::BlobConfig::default(),
             queue: "default".into(),
             system_retries: 3,
@@ -107,6 +110,7 @@ impl Validate for Config {
         }
         aloft_runtime::grpc::validate_listen(&self.metadata_endpoint, "metadata_endpoint")?;
         self.schedules.validate()?;
+        self.metrics.validate()?;
         self.health.validate()
     }
 }

@@ -43,6 +43,8 @@ pub const HEALTH_SERVICE: &str = "aloft.scheduler";
 pub struct Running {
     /// The health address actually bound (useful with port 0).
     pub health_addr: SocketAddr,
+    /// Where `/metrics` is served (useful with port 0).
+    pub metrics_addr: SocketAddr,
     /// The stream the durable consumer reads.
     pub stream: String,
     /// The durable consumer's name.
@@ -57,6 +59,8 @@ pub struct Running {
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error> {
     let listener = aloft_runtime::grpc::bind(&config.health.listen, "health.listen").await?;
     let health_addr = listener.local_addr().map_err(Error::LocalAddr)?;
+    let metrics_server = aloft_runtime::metrics::MetricsServer::bind(&config.metrics).await?;
+    let metrics_addr = metrics_server.local_addr();
 
     let bus = Bus::connect(config.bus.clone()).await?;
     bus.ensure().await?;
@@ -95,6 +99,14 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         app::Metadata { admin, signals },
         cache,
     );
+    // Metrics: gRPC (health) and the lag of both consumers; the execution KPIs come from
+    // metadata's event sink.
+    let mut registry = aloft_runtime::metrics::registry("scheduler");
+    let grpc_metrics = aloft_runtime::metrics::GrpcMetrics::register(&mut registry);
+    let lag = aloft_bus::LagGauges::register(&mut registry);
+    let probes = vec![consumer.lag_probe(), events.lag_probe()];
+    let lag_task = aloft_bus::watch_lag(probes, lag, std::time::Duration::from_secs(5), shutdown.clone());
+    let metrics_task = metrics_server.spawn(std::sync::Arc::new(registry), shutdown.clone());
     let commands_loop = tokio::spawn(consume(app.clone(), consumer, shutdown.clone()));
     let events_loop = tokio::spawn(consume(app, events, shutdown.clone()));
     let schedules_loop = schedules.map(|runner| tokio::spawn(runner.run(shutdown.clone())));
@@ -108,10 +120,12 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         "scheduler ready"
     );
     let task = tokio::spawn(async move {
-        let served = aloft_runtime::grpc::serve(routes, listener, shutdown).await;
+        let served = aloft_runtime::grpc::serve_with(routes, listener, shutdown, Some(grpc_metrics)).await;
         // Both loops finish the message in hand before returning.
         let _ = commands_loop.await;
         let _ = events_loop.await;
+        lag_task.abort();
+        let _ = metrics_task.await;
         if let Some(schedules_loop) = schedules_loop {
             let _ = schedules_loop.await;
         }
@@ -121,7 +135,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         tracing::info!("scheduler stopped");
         served.map_err(Error::from)
     });
-    Ok(Running { health_addr, stream, consumer: consumer_name, task })
+    Ok(Running { health_addr, metrics_addr, stream, consumer: consumer_name, task })
 }
 
 /// Pulls messages and applies them until `shutdown`. A message is acked only after its effects and

@@ -163,17 +163,43 @@ pub struct ScopeState {
     pub failure: Option<(String, Failure)>,
 }
 
-/// Per-index progress of an array node, packed so 10,000 items stay small in the KV store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Per-index progress of an array node, packed so 10,000 items stay small in the KV store and
+/// cheap to read back on every event (one base64 string, not 10,000 JSON numbers).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Items {
     /// How many must succeed.
     pub required: u32,
     /// Indices below this one have been dispatched at least once.
     pub next: u32,
     /// Per index: status (4 bits), attempt, user failures, system failures (8 bits each).
+    #[serde(with = "packed")]
     pub packed: Vec<u32>,
     /// The first sub-task failure, for the node's error.
     pub first_failure: Option<(u32, Failure)>,
+    /// How many items are in each status (by [`NodeStatus::code`]), kept by `set` so counting is
+    /// O(1) however large the map.
+    #[serde(default)]
+    pub counts: [u32; 7],
+}
+
+/// `Vec<u32>` as base64 of its little-endian bytes.
+mod packed {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u32], s: S) -> Result<S::Ok, S::Error> {
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
+        let text = String::deserialize(d)?;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(text).map_err(serde::de::Error::custom)?;
+        if bytes.len() % 4 != 0 {
+            return Err(serde::de::Error::custom("packed items are not a whole number of u32"));
+        }
+        Ok(bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    }
 }
 
 /// One array item, unpacked.
@@ -191,7 +217,9 @@ pub struct Item {
 
 impl Items {
     fn new(n: u32, required: u32) -> Items {
-        Items { required, next: 0, packed: vec![0; n as usize], first_failure: None }
+        let mut counts = [0; 7];
+        counts[NodeStatus::Waiting.code() as usize] = n;
+        Items { required, next: 0, packed: vec![0; n as usize], first_failure: None, counts }
     }
 
     /// Number of sub-tasks.
@@ -216,6 +244,9 @@ impl Items {
     }
 
     fn set(&mut self, i: u32, it: Item) {
+        let old = (self.packed[i as usize] & 0xf) as usize;
+        self.counts[old] = self.counts[old].saturating_sub(1);
+        self.counts[it.status.code() as usize] += 1;
         self.packed[i as usize] = it.status.code()
             | (it.attempt.min(0xff) << 4)
             | (it.user_failures.min(0xff) << 12)
@@ -223,7 +254,7 @@ impl Items {
     }
 
     fn count(&self, pred: impl Fn(NodeStatus) -> bool) -> u32 {
-        (0..self.len()).filter(|i| pred(self.get(*i).status)).count() as u32
+        (0..7u32).map(NodeStatus::from_code).filter(|s| pred(*s)).map(|s| self.counts[s.code() as usize]).sum()
     }
 }
 
@@ -757,7 +788,8 @@ impl Machine<'_, '_> {
             is_array: false,
             phase: it.status,
             attempt: it.attempt,
-            inputs_of: Some(array.into()),
+            // the scheduler writes each sub-task its own inputs (its element of the lists)
+            inputs_of: Some(format!("{array}-{index}")),
             output_uri: output,
             failure,
             cache: None,

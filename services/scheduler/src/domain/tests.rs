@@ -663,3 +663,26 @@ fn the_failure_node_runs_once_before_the_workflow_fails() {
     }
     assert_eq!(s.nodes["n1"].status, NodeStatus::Skipped);
 }
+
+#[test]
+#[ignore]
+fn perf_big_map_decide() {
+    let p = map("m", Some(64), Success::All, 0);
+    let mut s = initial(&p);
+    decide(&mut s, Input::Start, cx(&p, NO_LIMIT));
+    let t = std::time::Instant::now();
+    let fx = decide(&mut s, prepared("m", Some(10_000)), cx(&p, NO_LIMIT));
+    let mut inflight = dispatched(&fx);
+    eprintln!("prepare: {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    let mut ser = std::time::Duration::ZERO;
+    while let Some((id, a)) = inflight.pop() {
+        let t2 = std::time::Instant::now();
+        let bytes = serde_json::to_vec(&s).unwrap();
+        s = serde_json::from_slice(&bytes).unwrap();
+        ser += t2.elapsed();
+        let fx = decide(&mut s, ok(&id, a), cx(&p, NO_LIMIT));
+        inflight.extend(dispatched(&fx).into_iter().filter(|(n, _)| n.starts_with("m-")));
+    }
+    eprintln!("10k items: {:?} (serde {:?}), state {} bytes", t.elapsed(), ser, serde_json::to_vec(&s).unwrap().len());
+}
