@@ -86,8 +86,8 @@ COPY --from=builder /out/bin/ /usr/local/bin/
 USER 10001:10001
 WORKDIR /var/lib/aloft
 # 8089 admin gRPC, 8088 signed-URL HTTP (metadata); 8091-8094 health gRPC of scheduler, executor,
-# notifier, lineage.
-EXPOSE 8088 8089 8091 8092 8093 8094
+# notifier, lineage; 9090 Prometheus /metrics of the bus services.
+EXPOSE 8088 8089 8091 8092 8093 8094 9090
 CMD ["aloft-metadata", "--help"]
 
 # ----------------------------------------------------------------------------------- task-runtime
@@ -111,5 +111,5 @@ ENV PYTHONUNBUFFERED=1
 # Task processes need a writable $HOME and working directory (flyte-contract 5.3).
 USER 10001:10001
 WORKDIR /home/aloft
-EXPOSE 8092
+EXPOSE 8092 9090
 CMD ["tini", "--", "aloft-executor", "--help"]

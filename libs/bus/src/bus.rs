@@ -100,6 +100,29 @@ impl Bus {
         Ok(())
     }
 
+    /// Deletes every stream and KV bucket of this topology's prefix (tests and short-lived
+    /// environments clean up with it; never called by the services). Returns how many were deleted.
+    pub async fn teardown(&self) -> Result<usize> {
+        use futures::TryStreamExt;
+        let prefix = format!("{}_", self.topology.stream_prefix());
+        let kv_prefix = format!("KV_{prefix}");
+        let names: Vec<String> = self
+            .js
+            .stream_names()
+            .try_collect()
+            .await
+            .map_err(|e| Error::Stream { stream: format!("{prefix}*"), source: Box::new(e) })?;
+        let mut deleted = 0;
+        for name in names.into_iter().filter(|n| n.starts_with(&prefix) || n.starts_with(&kv_prefix)) {
+            self.js
+                .delete_stream(&name)
+                .await
+                .map_err(|e| Error::Stream { stream: name.clone(), source: Box::new(e) })?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
     /// Publishes an envelope on the subject its body implies and waits for the server to store
     /// it. Republishing the same envelope id is safe: the server reports a duplicate and keeps
     /// one copy.
@@ -108,10 +131,19 @@ impl Bus {
     }
 
     /// [`Bus::publish`], carrying a W3C trace context in the `traceparent`/`tracestate` headers.
+    /// An empty context means the current span's (so [`Bus::publish`] passes on the trace of
+    /// the request or message being handled).
     pub async fn publish_with_trace(&self, envelope: &Envelope, trace: &TraceContext) -> Result<Published> {
         let subject = self.topology.subject_for(envelope)?;
         let id = message_id(envelope)?;
         let mut message = PublishMessage::build().payload(envelope.encode_to_vec().into()).message_id(id);
+        let current;
+        let trace = if trace.is_empty() {
+            current = TraceContext::from_map(&aloft_runtime::telemetry::current_headers());
+            &current
+        } else {
+            trace
+        };
         for (name, value) in trace.to_headers() {
             message = message.header(name, value);
         }

@@ -25,7 +25,7 @@ const MIN_PULL_WAIT: Duration = Duration::from_millis(10);
 
 /// A durable pull consumer on one stream.
 pub struct Consumer {
-    inner: PullConsumer,
+    pub(crate) inner: PullConsumer,
     name: String,
     stream: String,
 }
@@ -219,6 +219,30 @@ impl Delivery {
         &self.trace
     }
 
+    /// Makes `span` continue the publisher's trace (call it right after creating the span, before
+    /// entering it), and fills its `trace_id` field if it declares one; what the handler then
+    /// publishes carries the same trace.
+    pub fn continue_trace(&self, span: &tracing::Span) {
+        aloft_runtime::telemetry::continue_trace(span, &self.headers);
+    }
+
+    /// A `consume` span for handling this delivery, continuing the publisher's trace.
+    pub fn span(&self, consumer: &str) -> tracing::Span {
+        let span = tracing::info_span!(
+            "consume",
+            otel.name = %format!("{consumer} process"),
+            otel.kind = "consumer",
+            messaging.system = "nats",
+            messaging.destination.name = %self.subject,
+            messaging.consumer.group.name = %consumer,
+            messaging.message.id = %self.envelope.id,
+            delivered = self.delivered,
+            trace_id = tracing::field::Empty,
+        );
+        self.continue_trace(&span);
+        span
+    }
+
     /// Which delivery this is: 1 the first time, higher after a nak or an expired `ack_wait`.
     pub fn delivered(&self) -> u64 {
         self.delivered
@@ -362,7 +386,8 @@ impl Consumer {
             };
             for d in deliveries {
                 let id = d.envelope().id.clone();
-                match handle(d.envelope().clone()).await {
+                let span = d.span(self.name());
+                match tracing::Instrument::instrument(handle(d.envelope().clone()), span).await {
                     Handled::Done => {
                         if let Err(e) = d.ack().await {
                             tracing::warn!(error = %e, %id, "ack failed; the message will be redelivered and found done");

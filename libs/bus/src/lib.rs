@@ -14,6 +14,7 @@ mod config;
 mod consumer;
 mod error;
 mod kv;
+mod lag;
 mod topology;
 mod trace;
 
@@ -22,6 +23,7 @@ pub use config::BusConfig;
 pub use consumer::{Consumer, Deliveries, Delivery, Handled, KeepAlive};
 pub use error::{BoxError, Error, Result};
 pub use kv::{KvBucket, KvEntry};
+pub use lag::{LagGauges, LagLabels, LagProbe, watch_lag};
 pub use topology::{
     EventKind, Retention, StreamKind, StreamSpec, Topology, is_valid_name, is_valid_subject_prefix, message_id,
     subject_is_subset, subject_token,

@@ -11,7 +11,7 @@
 //! | `<P>_TASKS`                      | work queue | `<p>.task.run.<queue>`                     |
 //! | `<P>_EVENTS`                     | limits     | `<p>.evt.<kind>.<project>.<domain>`       |
 //!
-//! with `<kind>` one of `workflow`, `node`, `task`.
+//! with `<kind>` one of `workflow`, `node`, `task`, `sla`.
 
 use std::time::Duration;
 
@@ -62,6 +62,8 @@ pub enum EventKind {
     Node,
     /// `flyteidl.event.TaskExecutionEvent`.
     Task,
+    /// `aloft.v1.SlaBreach`: a running execution broke its SLA.
+    Sla,
 }
 
 impl EventKind {
@@ -71,6 +73,7 @@ impl EventKind {
             EventKind::Workflow => "workflow",
             EventKind::Node => "node",
             EventKind::Task => "task",
+            EventKind::Sla => "sla",
         }
     }
 }
@@ -130,6 +133,11 @@ impl Topology {
     /// Name of a stream: `<stream_prefix>_<KIND>`.
     pub fn stream_name(&self, kind: StreamKind) -> String {
         format!("{}_{}", self.stream_prefix, kind.suffix())
+    }
+
+    /// The prefix of every stream (and, after `KV_`, every KV bucket's stream) of this deployment.
+    pub fn stream_prefix(&self) -> &str {
+        &self.stream_prefix
     }
 
     /// Name of the stream behind a key-value bucket is `KV_<bucket>`; the bucket itself is
@@ -239,6 +247,7 @@ impl Topology {
             Body::TaskEvent(e) => {
                 (EventKind::Task, e.parent_node_execution_id.as_ref().and_then(|n| n.execution_id.as_ref()))
             }
+            Body::SlaBreach(b) => (EventKind::Sla, b.execution_id.as_ref()),
         };
         let WorkflowExecutionIdentifier { project, domain, .. } =
             exec.ok_or_else(|| invalid(&format!("{} event has no execution id", kind.token())))?;
@@ -417,6 +426,9 @@ mod tests {
         assert_eq!(t.subject_for(&env(Body::NodeEvent(node))).unwrap(), "aloft.evt.node.p.d");
         let task = TaskExecutionEvent { parent_node_execution_id: Some(node_id), ..Default::default() };
         assert_eq!(t.subject_for(&env(Body::TaskEvent(task))).unwrap(), "aloft.evt.task.p.d");
+        let breach = aloft_proto::aloft::v1::SlaBreach { execution_id: Some(exec("p", "d")), ..Default::default() };
+        assert_eq!(t.subject_for(&env(Body::SlaBreach(breach))).unwrap(), "aloft.evt.sla.p.d");
+        assert!(t.subject_for(&env(Body::SlaBreach(Default::default()))).is_err());
     }
 
     #[test]

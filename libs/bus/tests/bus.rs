@@ -495,3 +495,17 @@ async fn connect_to_a_silent_server_times_out_naming_the_url() -> Result<()> {
     ensure!(err.to_string().contains(&url), "{err}");
     Ok(())
 }
+
+/// Teardown deletes this prefix's streams and buckets and nothing of another prefix.
+#[tokio::test]
+async fn teardown_deletes_only_its_own_streams_and_buckets() -> Result<()> {
+    let (mine, other) = (bus(config("teardown")).await?, bus(config("teardown")).await?);
+    mine.kv_bucket("state").await?;
+    other.kv_bucket("state").await?;
+    assert_eq!(mine.teardown().await?, 4, "three streams and one bucket");
+    assert_eq!(mine.teardown().await?, 0, "nothing left");
+    // the other deployment still works
+    other.kv_bucket("state").await?.create("k", "v".into()).await?;
+    assert_eq!(other.teardown().await?, 4);
+    Ok(())
+}

@@ -55,7 +55,6 @@ where
         print!("{}", config::to_toml(&cfg));
         return std::process::ExitCode::SUCCESS;
     }
-    telemetry::init(args.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -63,7 +62,18 @@ where
             return std::process::ExitCode::from(2);
         }
     };
-    match rt.block_on(run(cfg, Box::pin(crate::shutdown_signal()))) {
+    // Inside the runtime: an OTLP exporter runs its batches on it.
+    let telemetry = match rt.block_on(async { telemetry::init(name, args.log_format) }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let result = rt.block_on(run(cfg, Box::pin(crate::shutdown_signal())));
+    // Last, from this thread while the runtime still runs the exporter: flush the spans.
+    telemetry.shutdown();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{name} stopped: {e}");

@@ -1,6 +1,7 @@
 //! gRPC bootstrap: bind with an error that names the address and the key it came from, and the
 //! standard `grpc.health.v1.Health` service every deployment probes.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
@@ -8,6 +9,7 @@ use tonic::service::Routes;
 use tonic::transport::Server;
 
 use crate::Shutdown;
+use crate::metrics::{GRPC_CODES, GrpcLabels, GrpcMethodLabels, GrpcMetrics};
 
 /// Where a service serves the standard gRPC health service (`[health]` in every bus-driven
 /// service's configuration).
@@ -67,6 +69,14 @@ pub enum ServeError {
         /// Config key it came from.
         key: String,
     },
+    /// The HTTP (metrics) server stopped with an error.
+    #[error("http server on {addr} failed: {source}")]
+    Http {
+        /// Address served.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The server stopped with an error.
     #[error("grpc server on {addr} failed: {source}")]
     Transport {
@@ -106,10 +116,21 @@ pub fn health(services: &[&str]) -> (tonic_health::server::HealthReporter, Route
 }
 
 /// Serves `routes` on `listener` until `shutdown` is cancelled, then drains in-flight calls.
+/// Every call continues the W3C trace context of its metadata; no metrics are recorded.
+pub async fn serve(routes: Routes, listener: TcpListener, shutdown: Shutdown) -> Result<(), ServeError> {
+    serve_with(routes, listener, shutdown, None).await
+}
+
+/// [`serve`], recording every call in `metrics` when given.
 ///
 /// Keepalive: flytekit pings every 30 s even when idle; tonic accepts those by default, so no
 /// ping policy is set here (a stricter one would answer with GOAWAY `too_many_pings`).
-pub async fn serve(routes: Routes, listener: TcpListener, shutdown: Shutdown) -> Result<(), ServeError> {
+pub async fn serve_with(
+    routes: Routes,
+    listener: TcpListener,
+    shutdown: Shutdown,
+    metrics: Option<GrpcMetrics>,
+) -> Result<(), ServeError> {
     let addr = listener.local_addr().map_err(|source| ServeError::Bind {
         addr: "<bound listener>".into(),
         key: "grpc".into(),
@@ -117,6 +138,7 @@ pub async fn serve(routes: Routes, listener: TcpListener, shutdown: Shutdown) ->
     })?;
     Server::builder()
         .accept_http1(false)
+        .layer(GrpcLayer { metrics })
         .add_routes(routes)
         // Without TCP_NODELAY, Nagle's algorithm holds small responses until the client's delayed
         // ACK: ~40 ms per unary call, which flytekit's polling multiplies by every node.
@@ -128,9 +150,144 @@ pub async fn serve(routes: Routes, listener: TcpListener, shutdown: Shutdown) ->
         .map_err(|source| ServeError::Transport { addr, source })
 }
 
+/// Tower layer of every Aloft gRPC server: a `grpc` span per call that continues the caller's
+/// trace (`traceparent` metadata), and the request metrics.
+#[derive(Clone, Default)]
+pub struct GrpcLayer {
+    metrics: Option<GrpcMetrics>,
+}
+
+impl GrpcLayer {
+    /// A layer recording into `metrics` (or only tracing, with `None`).
+    pub fn new(metrics: Option<GrpcMetrics>) -> GrpcLayer {
+        GrpcLayer { metrics }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for GrpcLayer {
+    type Service = GrpcService<S>;
+
+    fn layer(&self, inner: S) -> GrpcService<S> {
+        GrpcService { inner, metrics: self.metrics.clone() }
+    }
+}
+
+/// The service [`GrpcLayer`] wraps around the routes.
+#[derive(Clone)]
+pub struct GrpcService<S> {
+    inner: S,
+    metrics: Option<GrpcMetrics>,
+}
+
+/// `/pkg.Service/Method` as (service, method); anything else as `unknown`.
+fn split_path(path: &str) -> (String, String) {
+    match path.strip_prefix('/').and_then(|p| p.split_once('/')) {
+        Some((service, method)) if !service.is_empty() && !method.is_empty() && !method.contains('/') => {
+            (service.to_string(), method.to_string())
+        }
+        _ => ("unknown".into(), "unknown".into()),
+    }
+}
+
+/// The gRPC status of a response whose headers are all we see: errors of unary calls come as
+/// "trailers-only" responses with `grpc-status` in the headers; a response without one is a
+/// success whose status follows in the trailers (or an HTTP-level failure).
+fn status_of(status: http::StatusCode, headers: &http::HeaderMap) -> &'static str {
+    match headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
+        Some(code) => GRPC_CODES.get(code).copied().unwrap_or("UNKNOWN"),
+        None if status.is_success() => "OK",
+        None => "UNAVAILABLE",
+    }
+}
+
+impl<S, B, R> tower_service::Service<http::Request<B>> for GrpcService<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<R>> + Send,
+    S::Future: Send + 'static,
+    S::Error: 'static,
+    R: 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        use tracing::Instrument as _;
+        let started = std::time::Instant::now();
+        let (service, method) = split_path(request.uri().path());
+        // Probes arrive every few seconds: counted, but not traced.
+        let span = if service == "grpc.health.v1.Health" {
+            tracing::Span::none()
+        } else {
+            let span = tracing::info_span!(
+                "grpc",
+                otel.name = %format!("{service}/{method}"),
+                otel.kind = "server",
+                rpc.system = "grpc",
+                rpc.service = %service,
+                rpc.method = %method,
+                trace_id = tracing::field::Empty,
+            );
+            let headers: HashMap<String, String> = request
+                .headers()
+                .iter()
+                .filter(|(k, _)| matches!(k.as_str(), "traceparent" | "tracestate"))
+                .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
+                .collect();
+            crate::telemetry::continue_trace(&span, &headers);
+            span
+        };
+        let future = self.inner.call(request).instrument(span);
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let result = future.await;
+            if let Some(m) = metrics {
+                let code = match &result {
+                    Ok(response) => status_of(response.status(), response.headers()),
+                    Err(_) => "UNAVAILABLE",
+                };
+                // An unknown path gets UNIMPLEMENTED: label it `unknown` so no client can mint
+                // label values (and series) by calling made-up methods.
+                let (service, method) = if code == "UNIMPLEMENTED" {
+                    ("unknown".to_string(), "unknown".to_string())
+                } else {
+                    (service, method)
+                };
+                m.duration
+                    .get_or_create(&GrpcMethodLabels { service: service.clone(), method: method.clone() })
+                    .observe(started.elapsed().as_secs_f64());
+                m.requests.get_or_create(&GrpcLabels { service, method, code: code.to_string() }).inc();
+            }
+            result
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_and_statuses() {
+        assert_eq!(
+            split_path("/flyteidl.service.AdminService/CreateExecution"),
+            ("flyteidl.service.AdminService".to_string(), "CreateExecution".to_string())
+        );
+        for bad in ["", "/", "/x", "//M", "/a/b/c"] {
+            assert_eq!(split_path(bad), ("unknown".to_string(), "unknown".to_string()), "{bad}");
+        }
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(status_of(http::StatusCode::OK, &headers), "OK");
+        assert_eq!(status_of(http::StatusCode::BAD_GATEWAY, &headers), "UNAVAILABLE");
+        headers.insert("grpc-status", http::HeaderValue::from_static("5"));
+        assert_eq!(status_of(http::StatusCode::OK, &headers), "NOT_FOUND");
+        headers.insert("grpc-status", http::HeaderValue::from_static("99"));
+        assert_eq!(status_of(http::StatusCode::OK, &headers), "UNKNOWN");
+    }
 
     #[tokio::test]
     async fn port_in_use_names_key_and_address() {

@@ -51,6 +51,8 @@ pub(crate) struct Executor {
     admission: Mutex<Admitting>,
     attempts: Mutex<HashMap<AttemptId, Arc<Controls>>>,
     aborted: Mutex<HashMap<ExecutionKey, (String, Instant)>>,
+    /// Slots held by a task run (`aloft_executor_slots_in_use`; lib.rs registers it).
+    pub(crate) slots_in_use: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// What every task's environment gets from the host, read once at start.
@@ -168,6 +170,7 @@ impl Executor {
             admission: Mutex::new(Admitting { ledger: Admission::new(capacity), wakers: HashMap::new() }),
             attempts: Mutex::new(HashMap::new()),
             aborted: Mutex::new(HashMap::new()),
+            slots_in_use: Default::default(),
         }
     }
 
@@ -215,6 +218,7 @@ impl Executor {
 
     /// One delivery, from decoding to settling. The slot is held until it is settled.
     async fn handle(self: Arc<Self>, delivery: Delivery, _slot: OwnedSemaphorePermit) {
+        let _in_use = InUse::take(&self.slots_in_use);
         let cmd = match &delivery.envelope().body {
             Some(Body::TaskRun(cmd)) => cmd.clone(),
             _ => {
@@ -231,7 +235,11 @@ impl Executor {
                 return;
             }
         };
-        let span = tracing::info_span!("attempt", attempt = %id, delivered = delivery.delivered());
+        let span = tracing::info_span!(
+            "attempt", attempt = %id, delivered = delivery.delivered(), trace_id = tracing::field::Empty
+        );
+        // The attempt (and the events it publishes) continues the scheduler's trace.
+        delivery.continue_trace(&span);
         async move {
             let Some(controls) = self.register(&id) else {
                 // A redelivery of a run still running here (its heartbeats were late): the
@@ -337,6 +345,22 @@ impl Executor {
                 Err(e) => tracing::warn!(error = %e, "ignoring an undecodable message on the abort subject"),
             }
         }
+    }
+}
+
+/// One slot counted in use until dropped.
+struct InUse(prometheus_client::metrics::gauge::Gauge);
+
+impl InUse {
+    fn take(gauge: &prometheus_client::metrics::gauge::Gauge) -> InUse {
+        gauge.inc();
+        InUse(gauge.clone())
+    }
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

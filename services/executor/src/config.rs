@@ -19,6 +19,8 @@ pub struct Config {
     pub bus: BusConfig,
     /// The gRPC health endpoint that deployments probe.
     pub health: HealthConfig,
+    /// The HTTP endpoint serving Prometheus `/metrics` (port 0: any free port).
+    pub metrics: aloft_runtime::metrics::MetricsConfig,
     /// The task queue this executor serves (`<subject_prefix>.task.run.<queue>`); replicas with
     /// the same queue share one durable consumer. Letters, digits, `_` and `-`, because it is
     /// also part of the consumer's name.
@@ -87,6 +89,7 @@ impl Default for Config {
             // 8091..8094 are scheduler, executor, notifier, lineage, so all five services share a host
             // with their defaults (metadata uses 8088/8089).
             health: HealthConfig::at("127.0.0.1:8092"),
+            metrics: aloft_runtime::metrics::MetricsConfig::default(),
             queue: "default".into(),
             slots: 4,
             storage: BlobConfig::default(),
@@ -106,6 +109,7 @@ impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.bus.validate_config()?;
         self.health.validate()?;
+        self.metrics.validate()?;
         if !aloft_bus::is_valid_name(&self.queue) {
             return Err(ConfigError::invalid(
                 "queue",

@@ -22,10 +22,12 @@ pub mod warm;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aloft_blob::BlobStore;
 use aloft_bus::{Bus, StreamKind};
 use aloft_runtime::Shutdown;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::task::JoinHandle;
 
 use crate::domain::admission::Resources;
@@ -55,6 +57,8 @@ pub fn abort_subject(subject_prefix: &str) -> String {
 pub struct Running {
     /// The health address actually bound (useful with port 0).
     pub health_addr: SocketAddr,
+    /// Where `/metrics` is served (useful with port 0).
+    pub metrics_addr: SocketAddr,
     /// The stream the durable consumer reads.
     pub stream: String,
     /// The durable consumer's name.
@@ -73,6 +77,8 @@ pub struct Running {
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error> {
     let listener = aloft_runtime::grpc::bind(&config.health.listen, "health.listen").await?;
     let health_addr = listener.local_addr().map_err(Error::LocalAddr)?;
+    let metrics_server = aloft_runtime::metrics::MetricsServer::bind(&config.metrics).await?;
+    let metrics_addr = metrics_server.local_addr();
     let capacity = capacity(&config)?;
     check_host(&config).await?;
     let store = BlobStore::from_config(&config.storage).await?;
@@ -98,13 +104,28 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         %health_addr, url = %config.bus.url, queue = %config.queue, %stream, consumer = %consumer_name,
         slots = config.slots, %capacity, storage = %store.root(), abort_subject = %subject, "executor ready"
     );
+    let mut registry = aloft_runtime::metrics::registry("executor");
+    let grpc_metrics = aloft_runtime::metrics::GrpcMetrics::register(&mut registry);
+    let lag = aloft_bus::LagGauges::register(&mut registry);
+    let lag_task = aloft_bus::watch_lag(vec![consumer.lag_probe()], lag, Duration::from_secs(5), shutdown.clone());
+    let slots: Gauge = Gauge::default();
+    slots.set(i64::from(config.slots));
+    registry.register("executor_slots", "Task runs this executor holds at most (config `slots`)", slots);
     let executor = Arc::new(app::Executor::new(config, bus.clone(), store, capacity, shutdown.clone()));
+    registry.register(
+        "executor_slots_in_use",
+        "Slots holding a task run (waiting for capacity or running)",
+        executor.slots_in_use.clone(),
+    );
+    let metrics_task = metrics_server.spawn(Arc::new(registry), shutdown.clone());
     let worker = tokio::spawn(executor.run(consumer, aborts));
     let task = tokio::spawn(async move {
-        let served = aloft_runtime::grpc::serve(routes, listener, shutdown.clone()).await;
+        let served = aloft_runtime::grpc::serve_with(routes, listener, shutdown.clone(), Some(grpc_metrics)).await;
         // A failed health server stops the executor too: a probe-less executor is invisible.
         shutdown.cancel();
         let worked = worker.await;
+        lag_task.abort();
+        let _ = metrics_task.await;
         if let Err(e) = bus.client().drain().await {
             tracing::warn!(error = %e, "cannot drain the nats connection");
         }
@@ -112,7 +133,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         worked?;
         served.map_err(Error::from)
     });
-    Ok(Running { health_addr, stream, consumer: consumer_name, capacity, task })
+    Ok(Running { health_addr, metrics_addr, stream, consumer: consumer_name, capacity, task })
 }
 
 /// The configured capacity, or the host's CPU count and total memory.

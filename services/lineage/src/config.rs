@@ -28,6 +28,8 @@ pub struct Config {
     pub bus: BusConfig,
     /// The gRPC listener: `LineageService` and the health service deployments probe.
     pub health: HealthConfig,
+    /// The HTTP endpoint serving Prometheus `/metrics` (port 0: any free port).
+    pub metrics: aloft_runtime::metrics::MetricsConfig,
     /// The lineage service's own database (`sqlite://...` or `postgres://...`).
     pub database_url: String,
     /// The blob store the runs write to (input and output LiteralMaps are read from it).
@@ -45,6 +47,7 @@ impl Default for Config {
         Config {
             bus: BusConfig::default(),
             health: HealthConfig::at("127.0.0.1:8094"),
+            metrics: aloft_runtime::metrics::MetricsConfig::default(),
             database_url: "sqlite://aloft-data/lineage.db".into(),
             storage: BlobConfig::default(),
             metadata: MetadataConfig::default(),
@@ -214,6 +217,7 @@ impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.bus.validate_config()?;
         self.health.validate()?;
+        self.metrics.validate()?;
         let db = &self.database_url;
         if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
             return Err(ConfigError::invalid("database_url", "must start with sqlite:, postgres:// or postgresql://"));

@@ -28,7 +28,13 @@ pub fn backoff(config: &ExportConfig, attempts: i64) -> Duration {
 }
 
 /// Sends what is due until `shutdown`; the send in flight is finished first.
-pub async fn run(store: Store, sender: Sender, config: ExportConfig, shutdown: aloft_runtime::Shutdown) {
+pub async fn run(
+    store: Store,
+    sender: Sender,
+    config: ExportConfig,
+    metrics: Option<crate::metrics::Metrics>,
+    shutdown: aloft_runtime::Shutdown,
+) {
     let mut targets = Vec::new();
     if config.datahub_on().is_some() {
         targets.push(Target::DataHub);
@@ -39,7 +45,7 @@ pub async fn run(store: Store, sender: Sender, config: ExportConfig, shutdown: a
     loop {
         let mut sent_any = false;
         for &t in &targets {
-            match drain_target(&store, &sender, &config, t).await {
+            match drain_target(&store, &sender, &config, t, metrics.as_ref()).await {
                 Ok(n) => sent_any |= n > 0,
                 Err(e) => tracing::warn!(target = t.as_str(), error = %e, "cannot read the outbox; retrying"),
             }
@@ -63,7 +69,13 @@ pub async fn drain_target(
     sender: &Sender,
     config: &ExportConfig,
     target: Target,
+    metrics: Option<&crate::metrics::Metrics>,
 ) -> Result<usize, crate::error::Error> {
+    let count = |outcome: &str| {
+        if let Some(m) = metrics {
+            m.export(target, outcome);
+        }
+    };
     let mut settled = 0;
     for row in store.pending(target, BATCH).await? {
         let now = now_micros();
@@ -71,22 +83,28 @@ pub async fn drain_target(
             break;
         }
         match sender.send(target, &row.payload).await {
-            Ok(()) => store.settle(&row, Settle::Sent).await?,
+            Ok(()) => {
+                store.settle(&row, Settle::Sent).await?;
+                count("sent");
+            }
             Err(SendError::Permanent(e)) => {
                 tracing::error!(target = target.as_str(), key = %row.key, error = %e, "catalog refused a payload; dropped");
                 store.settle(&row, Settle::Dead { error: &e }).await?;
+                count("dead");
             }
             Err(SendError::Transient(e)) => {
                 let attempts = row.attempts + 1;
                 if attempts >= i64::from(config.max_attempts) {
                     tracing::error!(target = target.as_str(), key = %row.key, attempts, error = %e, "giving up on a payload");
                     store.settle(&row, Settle::Dead { error: &e }).await?;
+                    count("dead");
                     settled += 1;
                     continue;
                 }
                 let delay = backoff(config, attempts);
                 tracing::warn!(target = target.as_str(), key = %row.key, attempts, ?delay, error = %e, "send failed; retrying later");
                 store.settle(&row, Settle::Retry { next_at: now + delay.as_micros() as i64, error: &e }).await?;
+                count("retry");
                 break;
             }
         }

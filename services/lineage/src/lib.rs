@@ -14,6 +14,7 @@ pub mod domain;
 pub mod error;
 pub mod exporter;
 pub mod grpc;
+pub mod metrics;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -45,6 +46,8 @@ const RETRY_DELAY: Duration = Duration::from_secs(2);
 pub struct Running {
     /// The gRPC address actually bound (useful with port 0): `LineageService` and health.
     pub health_addr: SocketAddr,
+    /// Where `/metrics` is served (useful with port 0).
+    pub metrics_addr: SocketAddr,
     /// The stream the durable consumer reads.
     pub stream: String,
     /// The durable consumer's name.
@@ -62,6 +65,12 @@ pub struct Running {
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error> {
     let listener = aloft_runtime::grpc::bind(&config.health.listen, "health.listen").await?;
     let health_addr = listener.local_addr().map_err(Error::LocalAddr)?;
+    let metrics_server = aloft_runtime::metrics::MetricsServer::bind(&config.metrics).await?;
+    let metrics_addr = metrics_server.local_addr();
+    let mut registry = aloft_runtime::metrics::registry("lineage");
+    let grpc_metrics = aloft_runtime::metrics::GrpcMetrics::register(&mut registry);
+    let lag = aloft_bus::LagGauges::register(&mut registry);
+    let export_metrics = metrics::Metrics::register(&mut registry);
 
     let store = adapters::store::Store::connect(&config.database_url).await?;
     let blob = aloft_blob::BlobStore::from_config(&config.storage).await.map_err(|e| Error::Storage(e.to_string()))?;
@@ -74,6 +83,21 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     let filters = [bus.topology().events_filter(None, None, None)];
     let consumer = bus.consumer(CONSUMER, &filters, StreamKind::Events).await?;
     let (stream, consumer_name) = (consumer.stream().to_string(), consumer.name().to_string());
+    let lag_task = aloft_bus::watch_lag(vec![consumer.lag_probe()], lag, Duration::from_secs(5), shutdown.clone());
+    let targets: Vec<_> = [
+        config.export.datahub_on().map(|_| domain::graph::Target::DataHub),
+        config.export.openlineage_on().map(|_| domain::graph::Target::OpenLineage),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let backlog_task = metrics::watch_backlog(
+        store.clone(),
+        targets,
+        export_metrics.clone(),
+        Duration::from_secs(5),
+        shutdown.clone(),
+    );
 
     let exporter = if config.export.datahub_on().is_some() || config.export.openlineage_on().is_some() {
         let sender = adapters::sender::Sender::new(
@@ -82,7 +106,13 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
             config.export.openlineage_on().cloned(),
         )
         .map_err(Error::Config)?;
-        Some(tokio::spawn(exporter::run(store.clone(), sender, config.export.clone(), shutdown.clone())))
+        Some(tokio::spawn(exporter::run(
+            store.clone(),
+            sender,
+            config.export.clone(),
+            Some(export_metrics),
+            shutdown.clone(),
+        )))
     } else {
         None
     };
@@ -113,13 +143,17 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     let routes = routes.add_service(LineageServiceServer::new(grpc::Lineage(app.clone())));
 
     tracing::info!(
-        %health_addr, url = %config.bus.url, %stream, consumer = %consumer_name,
+        %health_addr, %metrics_addr, url = %config.bus.url, %stream, consumer = %consumer_name,
         datahub = config.export.datahub_on().is_some(), openlineage = config.export.openlineage_on().is_some(),
         "lineage ready"
     );
+    let metrics_task = metrics_server.spawn(std::sync::Arc::new(registry), shutdown.clone());
     let task = tokio::spawn(async move {
-        let served = aloft_runtime::grpc::serve(routes, listener, shutdown).await;
+        let served = aloft_runtime::grpc::serve_with(routes, listener, shutdown, Some(grpc_metrics)).await;
         consumer_task.await?;
+        lag_task.abort();
+        let _ = backlog_task.await;
+        let _ = metrics_task.await;
         if let Some(e) = exporter {
             e.await?;
         }
@@ -130,7 +164,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         tracing::info!("lineage stopped");
         served.map_err(Error::from)
     });
-    Ok(Running { health_addr, stream, consumer: consumer_name, app, task })
+    Ok(Running { health_addr, metrics_addr, stream, consumer: consumer_name, app, task })
 }
 
 /// Runs the lineage service until `shutdown` resolves.

@@ -24,6 +24,8 @@ pub struct Config {
     pub data_proxy: DataProxyConfig,
     /// NATS JetStream; without it the registry works and executions are refused.
     pub bus: Option<aloft_bus::BusConfig>,
+    /// The sweep of unfinished executions for SLA breaches (see `sla`).
+    pub sla: crate::sla::SlaConfig,
 }
 
 /// gRPC listener.
@@ -81,6 +83,7 @@ impl Default for Config {
             projects: ProjectsConfig::default(),
             data_proxy: DataProxyConfig::default(),
             bus: None,
+            sla: crate::sla::SlaConfig::default(),
         }
     }
 }
@@ -137,6 +140,7 @@ impl Validate for Config {
         if let Some(bus) = &self.bus {
             bus.validate().map_err(|e| ConfigError::invalid("bus", e.to_string()))?;
         }
+        self.sla.validate()?;
         Ok(())
     }
 }

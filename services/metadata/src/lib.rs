@@ -3,6 +3,10 @@
 //! Owns the registry (tasks, compiled workflows, launch plans), projects and domains, and the data
 //! proxy (upload locations and signed URLs); it is the only service that reads or writes its
 //! database. Must not: run anything, or block on another service.
+//!
+//! Also derives the execution and task KPIs from the events it stores, and sweeps unfinished
+//! executions for SLA breaches; both are served as Prometheus metrics on the HTTP side
+//! (`/metrics`).
 
 pub mod adapters;
 pub mod app;
@@ -11,9 +15,11 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod metrics;
 pub mod runs;
 pub mod signals;
 mod sink;
+pub mod sla;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -95,9 +101,24 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, StartE
         signing_key: Arc::new(signing_key),
         bus,
     };
+    let mut registry = aloft_runtime::metrics::registry("metadata");
+    let grpc_metrics = aloft_runtime::metrics::GrpcMetrics::register(&mut registry);
+    let kpis = metrics::Metrics::register(&mut registry);
+    let lag = aloft_bus::LagGauges::register(&mut registry);
+    let registry = Arc::new(registry);
     let sink_task = match &app.bus {
-        Some(bus) => Some(sink::spawn(app.clone(), bus.clone(), shutdown.clone()).await.map_err(StartError::Bus)?),
+        Some(bus) => Some(
+            sink::spawn(app.clone(), bus.clone(), kpis.clone(), lag, shutdown.clone())
+                .await
+                .map_err(StartError::Bus)?,
+        ),
         None => None,
+    };
+    let sla_task = match &app.bus {
+        Some(bus) if app.config.sla.enabled => {
+            Some(sla::spawn(app.clone(), bus.clone(), kpis, app.config.sla.clone(), shutdown.clone()))
+        }
+        _ => None,
     };
 
     let (_health, mut routes) = aloft_runtime::grpc::health(&[
@@ -113,8 +134,9 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, StartE
         )
         .add_service(DataProxyServiceServer::new(grpc::DataProxy(app.clone())))
         .add_service(SignalServiceServer::new(grpc::Signals(app.clone())));
-    let grpc_task = tokio::spawn(aloft_runtime::grpc::serve(routes, grpc_listener, shutdown.clone()));
-    let router = http::router(app.clone());
+    let grpc_task =
+        tokio::spawn(aloft_runtime::grpc::serve_with(routes, grpc_listener, shutdown.clone(), Some(grpc_metrics)));
+    let router = http::router(app.clone()).merge(aloft_runtime::metrics::router(registry));
     let http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(async move {
         axum::serve(http_listener, router).with_graceful_shutdown(http_shutdown.cancelled_owned()).await
@@ -124,6 +146,9 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, StartE
         let (g, h) = tokio::join!(grpc_task, http_task);
         if let Some(sink) = sink_task {
             sink.await?;
+        }
+        if let Some(sla) = sla_task {
+            sla.await?;
         }
         g??;
         h?.map_err(StartError::Http)?;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aloft_bus::{Consumer, Handled};
-use aloft_proto::aloft::v1::{Envelope, envelope::Body};
+use aloft_proto::aloft::v1::{Envelope, SlaBreach, envelope::Body};
 use aloft_proto::flyteidl::core::WorkflowExecutionIdentifier;
 use aloft_proto::flyteidl::event::{WorkflowExecutionEvent, workflow_execution_event::OutputResult};
 use aloft_runtime::Shutdown;
@@ -28,22 +28,32 @@ use crate::config::DeliveryConfig;
 use crate::domain::hook::{HookOutcome, HookRequest};
 use crate::domain::notice::{Facts, Notice, is_failure, terminal_phase};
 use crate::domain::routing::{self, RoutingConfig};
+use crate::domain::sla;
 use crate::domain::slack::{Outcome, Target, backoff, classify};
 use crate::domain::{default_message, plan};
 
 /// How long an event waits before it is retried when metadata or the database is down.
 const RETRY_EVENT_AFTER: Duration = Duration::from_secs(5);
 
-/// Counters of what the notifier did since it started (hook outcomes by label, and delivery
-/// outcomes), for tests and, later, metrics.
+/// Counters of what the notifier did since it started (hook outcomes by label, deliveries
+/// recorded by state, and attempt outcomes), for tests and the Prometheus metrics.
 #[derive(Debug, Default)]
 pub struct Stats {
     counts: Mutex<BTreeMap<String, u64>>,
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Stats {
+    /// Counters that also feed `metrics`.
+    pub fn with_metrics(metrics: crate::metrics::Metrics) -> Stats {
+        Stats { counts: Mutex::default(), metrics: Some(metrics) }
+    }
+
     fn add(&self, name: &str) {
         *self.counts.lock().unwrap_or_else(|p| p.into_inner()).entry(name.to_string()).or_default() += 1;
+        if let Some(m) = &self.metrics {
+            m.count(name);
+        }
     }
 
     /// `hook.<label>` for hook outcomes; `delivery.delivered`, `delivery.rate_limited`,
@@ -94,6 +104,9 @@ enum HandleError {
 impl App {
     /// Decides what to do with one envelope from the workflow-events consumer.
     pub async fn handle(&self, envelope: &Envelope) -> Handled {
+        if let Some(Body::SlaBreach(breach)) = &envelope.body {
+            return self.handle_breach(&envelope.id, breach).await;
+        }
         let Some(Body::WorkflowEvent(event)) = &envelope.body else { return Handled::Done };
         let Some(phase) = terminal_phase(event.phase) else { return Handled::Done };
         let Some(id) =
@@ -112,6 +125,63 @@ impl App {
             }
             Err(e) => Handled::Retry(format!("execution {execution}: {e}"), RETRY_EVENT_AFTER),
         }
+    }
+
+    /// An SLA breach: one message per destination to the project's channel, recorded under the
+    /// pseudo-phase `SLA_BREACHED` (exactly once, like terminal phases). The Lambda hook is for
+    /// finished executions and is not asked.
+    async fn handle_breach(&self, event_id: &str, breach: &SlaBreach) -> Handled {
+        let Some(id) =
+            breach.execution_id.clone().filter(|i| !i.project.is_empty() && !i.domain.is_empty() && !i.name.is_empty())
+        else {
+            return Handled::Drop("sla breach without a complete execution id".into());
+        };
+        let execution = format!("{}/{}/{}", id.project, id.domain, id.name);
+        let labels = match self.metadata.project_labels(&id.project).await {
+            Ok(l) => l,
+            Err(e) => return Handled::Retry(format!("execution {execution}: {e}"), RETRY_EVENT_AFTER),
+        };
+        let routing = sla::routing(&labels, &self.routing);
+        for note in &routing.notes {
+            tracing::info!(%execution, note, "routing note");
+        }
+        let message = sla::message(breach, &labels, &self.console_url);
+        let mut created = 0;
+        for route in &routing.routes {
+            let key = route.destination.key();
+            let target = crate::domain::slack::resolve(&route.destination, &self.webhooks, self.bot);
+            let (state, target, last_error) = match target {
+                Ok(t) => ("pending", t.key(), String::new()),
+                Err(e) => ("failed", String::new(), e),
+            };
+            let delivery = NewDelivery {
+                project: id.project.clone(),
+                domain: id.domain.clone(),
+                execution: id.name.clone(),
+                phase: sla::PHASE.to_string(),
+                destination: key,
+                target,
+                payload: message.body(None).to_string(),
+                state: state.to_string(),
+                hook: HookOutcome::Disabled.label().to_string(),
+                reasons: route.reasons.join("; "),
+                event_id: event_id.to_string(),
+                last_error,
+            };
+            match self.store.insert(&delivery, now_micros()).await {
+                Ok(true) => {
+                    created += 1;
+                    self.stats.add(&format!("recorded.{state}"));
+                }
+                Ok(false) => {}
+                Err(e) => return Handled::Retry(format!("execution {execution}: {e}"), RETRY_EVENT_AFTER),
+            }
+        }
+        if created > 0 {
+            self.wake.notify_one();
+        }
+        tracing::info!(%execution, sla = %breach.sla, created, "sla breach handled");
+        Handled::Done
     }
 
     async fn notify(
@@ -181,6 +251,7 @@ impl App {
             };
             if self.store.insert(&delivery, now_micros()).await? {
                 created += 1;
+                self.stats.add(&format!("recorded.{state}"));
                 if state == "failed" {
                     tracing::warn!(destination = %key, error = %delivery.last_error, "notification cannot be delivered");
                 }

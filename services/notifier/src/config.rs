@@ -23,6 +23,8 @@ pub struct Config {
     pub bus: BusConfig,
     /// The gRPC endpoint: `grpc.health.v1.Health` and `aloft.v1.NotifierService`.
     pub health: HealthConfig,
+    /// The HTTP endpoint serving Prometheus `/metrics`.
+    pub metrics: aloft_runtime::metrics::MetricsConfig,
     /// The notifier's own database (its delivery records): `sqlite://path` or `postgres://...`.
     /// It may be the same database as metadata's; the notifier's tables are prefixed `notifier_`.
     #[serde(serialize_with = "redact_url_field")]
@@ -264,6 +266,7 @@ impl Default for Config {
         Config {
             bus: BusConfig::default(),
             health: HealthConfig::at("127.0.0.1:8093"),
+            metrics: aloft_runtime::metrics::MetricsConfig::default(),
             database_url: "sqlite://aloft-data/notifier.db".into(),
             console_url: "http://localhost:30080".into(),
             metadata: MetadataConfig::default(),
@@ -280,6 +283,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("bus", &self.bus)
             .field("health", &self.health)
+            .field("metrics", &self.metrics)
             .field("database_url", &redact_url(&self.database_url))
             .field("console_url", &self.console_url)
             .field("metadata", &self.metadata)
@@ -336,6 +340,7 @@ impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.bus.validate_config()?;
         self.health.validate()?;
+        self.metrics.validate()?;
         if !(self.database_url.starts_with("sqlite:")
             || self.database_url.starts_with("postgres://")
             || self.database_url.starts_with("postgresql://"))

@@ -1,6 +1,7 @@
 //! Aloft notifier: tells the owning team in Slack when an execution finishes.
 //!
-//! Owns: reacting to terminal workflow events (a durable consumer shared by all replicas),
+//! Owns: reacting to terminal workflow events and SLA breaches (a durable consumer shared by all
+//! replicas),
 //! routing them by notification rules and project labels, enriching them with ownership and run
 //! metadata read from metadata's admin API, the optional AWS Lambda enrichment hook, Slack
 //! delivery (incoming webhook or bot token) with pacing and retries, and its own record of every
@@ -15,6 +16,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -48,6 +50,8 @@ pub const HEALTH_SERVICE: &str = "aloft.notifier";
 pub struct Running {
     /// The gRPC address actually bound (health and NotifierService; useful with port 0).
     pub health_addr: SocketAddr,
+    /// Where `/metrics` is served (useful with port 0).
+    pub metrics_addr: SocketAddr,
     /// The stream the durable consumer reads.
     pub stream: String,
     /// The durable consumer's name.
@@ -68,6 +72,12 @@ pub struct Running {
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error> {
     let listener = aloft_runtime::grpc::bind(&config.health.listen, "health.listen").await?;
     let health_addr = listener.local_addr().map_err(Error::LocalAddr)?;
+    let metrics_server = aloft_runtime::metrics::MetricsServer::bind(&config.metrics).await?;
+    let metrics_addr = metrics_server.local_addr();
+    let mut registry = aloft_runtime::metrics::registry("notifier");
+    let grpc_metrics = aloft_runtime::metrics::GrpcMetrics::register(&mut registry);
+    let metrics = metrics::Metrics::register(&mut registry);
+    let lag = aloft_bus::LagGauges::register(&mut registry);
 
     let store = Store::connect(&config.database_url).await?;
     let metadata =
@@ -87,12 +97,17 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
 
     let bus = Bus::connect(config.bus.clone()).await?;
     bus.ensure().await?;
-    let filters = [bus.topology().events_filter(Some(EventKind::Workflow), None, None)];
+    let filters = [
+        bus.topology().events_filter(Some(EventKind::Workflow), None, None),
+        bus.topology().events_filter(Some(EventKind::Sla), None, None),
+    ];
     let consumer = bus.consumer(CONSUMER, &filters, StreamKind::Events).await?;
+    let lag_task =
+        aloft_bus::watch_lag(vec![consumer.lag_probe()], lag, std::time::Duration::from_secs(5), shutdown.clone());
     let (stream, consumer_name) = (consumer.stream().to_string(), consumer.name().to_string());
 
     let replica = format!("notifier-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(Stats::with_metrics(metrics));
     let wake = Arc::new(Notify::new());
     let app = app::App {
         metadata,
@@ -121,15 +136,18 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     routes = routes.add_service(NotifierServiceServer::new(grpc::Notifier(store)));
 
     tracing::info!(
-        %health_addr, url = %config.bus.url, %stream, consumer = %consumer_name, %replica,
+        %health_addr, %metrics_addr, url = %config.bus.url, %stream, consumer = %consumer_name, %replica,
         hook = !config.lambda.function.is_empty(), "notifier ready"
     );
     let consuming = tokio::spawn(app::consume(consumer, app, shutdown.clone(), config.bus.ack_wait));
     let sending = tokio::spawn(sender.run(shutdown.clone()));
+    let metrics_task = metrics_server.spawn(Arc::new(registry), shutdown.clone());
     let task = tokio::spawn(async move {
-        let served = aloft_runtime::grpc::serve(routes, listener, shutdown).await;
+        let served = aloft_runtime::grpc::serve_with(routes, listener, shutdown, Some(grpc_metrics)).await;
         let consumed = consuming.await;
         let sent = sending.await;
+        let _ = metrics_task.await;
+        lag_task.abort();
         if let Err(e) = bus.client().drain().await {
             tracing::warn!(error = %e, "cannot drain the nats connection");
         }
@@ -138,7 +156,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         sent?;
         served.map_err(Error::from)
     });
-    Ok(Running { health_addr, stream, consumer: consumer_name, replica, stats, task })
+    Ok(Running { health_addr, metrics_addr, stream, consumer: consumer_name, replica, stats, task })
 }
 
 /// Runs the notifier until `shutdown` resolves.

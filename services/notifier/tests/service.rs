@@ -75,7 +75,13 @@ async fn serves_health_consumes_workflow_events_only_and_stops() -> Result<()> {
     let start = std::time::Instant::now();
     loop {
         let info = consumer_info(&config, &running.stream).await?;
-        assert_eq!(info.config.filter_subject, topology.events_filter(Some(EventKind::Workflow), None, None));
+        assert_eq!(
+            info.config.filter_subjects,
+            [
+                topology.events_filter(Some(EventKind::Workflow), None, None),
+                topology.events_filter(Some(EventKind::Sla), None, None)
+            ]
+        );
         assert_eq!(info.config.ack_policy, async_nats::jetstream::consumer::AckPolicy::Explicit);
         if info.num_pending == 0 && info.num_ack_pending == 0 && info.delivered.consumer_sequence == 1 {
             break; // the workflow event was taken and acked; the node event never reached it

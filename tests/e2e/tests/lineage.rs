@@ -346,8 +346,7 @@ async fn training_and_deploy_runs_form_one_chain_from_the_dbt_table_to_the_endpo
     let datahub = Receiver::start(2).await?;
     let openlineage = Receiver::start(2).await?;
 
-    let mut config = aloft_lineage::Config::default();
-    config.bus = s.bus.clone();
+    let mut config = aloft_lineage::Config { bus: s.bus.clone(), ..Default::default() };
     config.health.listen = "127.0.0.1:0".into();
     config.database_url = format!("sqlite://{}", s.tmp.path().join("lineage.db").display());
     config.storage = s.storage.clone();

@@ -435,6 +435,22 @@ impl Store {
         Ok(())
     }
 
+    /// How many payloads of one target wait, and when the oldest of them was queued (unix
+    /// microseconds): the export lag. Both read through the pending index.
+    pub async fn outbox_backlog(&self, target: Target) -> Result<(i64, Option<i64>), Error> {
+        let count = sqlx::query("SELECT COUNT(*) FROM lineage_outbox WHERE target = $1 AND state = 'pending'")
+            .bind(target.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        let oldest = sqlx::query(
+            "SELECT created_at FROM lineage_outbox WHERE target = $1 AND state = 'pending' ORDER BY seq LIMIT 1",
+        )
+        .bind(target.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok((count.try_get(0)?, oldest.map(|r| r.try_get(0)).transpose()?))
+    }
+
     /// Outbox counts of one target.
     pub async fn outbox_counts(&self, target: Target) -> Result<OutboxCounts, Error> {
         let rows = sqlx::query("SELECT state, COUNT(*) FROM lineage_outbox WHERE target = $1 GROUP BY state")

@@ -7,6 +7,7 @@ pub mod hook;
 pub mod message;
 pub mod notice;
 pub mod routing;
+pub mod sla;
 pub mod slack;
 pub mod text;
 

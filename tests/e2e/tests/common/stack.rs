@@ -81,6 +81,16 @@ impl Stack {
     /// Like [`Stack::start`], with metadata on `db` (a fresh Postgres database is dropped by
     /// [`Stack::stop`]; a test that fails before leaves it behind, named `e2e_<random>`).
     pub async fn start_on(store: Store, db: Db) -> Result<Stack> {
+        Self::start_configured(store, db, |_| {}).await
+    }
+
+    /// Like [`Stack::start_on`], with `configure` applied to metadata's configuration last (for
+    /// example a shorter SLA sweep).
+    pub async fn start_configured(
+        store: Store,
+        db: Db,
+        configure: impl FnOnce(&mut aloft_metadata::Config),
+    ) -> Result<Stack> {
         init_logging();
         let tmp = tempfile::tempdir()?;
         let deps = aloft_testkit::deps();
@@ -113,6 +123,7 @@ impl Stack {
         let db = TestDb::create(db, tmp.path()).await?;
         let mut md_config = Metadata::config(&db.url, storage.clone());
         md_config.bus = Some(bus.clone());
+        configure(&mut md_config);
         let shared_bus = bus.clone();
         let metadata = Metadata::start_with(md_config).await?;
 
@@ -285,6 +296,21 @@ impl Stack {
         Ok(path)
     }
 
+    /// Where the scheduler serves `/metrics`.
+    pub fn scheduler_metrics(&self) -> std::net::SocketAddr {
+        self.scheduler.metrics_addr
+    }
+
+    /// Where the executor serves `/metrics`.
+    pub fn executor_metrics(&self) -> std::net::SocketAddr {
+        self.executor.metrics_addr
+    }
+
+    /// Where metadata serves `/metrics` (its HTTP side).
+    pub fn metadata_metrics(&self) -> std::net::SocketAddr {
+        self.metadata.running.http_addr
+    }
+
     /// The metadata database's URL (other services may keep their own tables in it).
     pub fn database_url(&self) -> &str {
         &self.db.url
@@ -301,6 +327,11 @@ impl Stack {
         let ex = self.executor.task.await.context("executor task")?;
         let sc = self.scheduler.task.await.context("scheduler task")?;
         let md = self.metadata.stop().await;
+        // the test's streams and buckets go too, so a long test session does not pile them up
+        let torn_down = match aloft_bus::Bus::connect(self.bus.clone()).await {
+            Ok(bus) => bus.teardown().await.map(|_| ()).map_err(anyhow::Error::from),
+            Err(e) => Err(e.into()),
+        };
         let dropped = self.db.drop_db().await;
         // the local store goes away with the temporary directory; the S3 prefix is emptied here
         let emptied = match self.storage.kind {
@@ -310,6 +341,7 @@ impl Stack {
         ex.context("aloft-executor stopped with an error")?;
         sc.context("aloft-scheduler stopped with an error")?;
         md.context("aloft-metadata stopped with an error")?;
+        torn_down.context("deleting the test's streams")?;
         dropped.context("dropping the test database")?;
         emptied.context("emptying the test's S3 prefix")
     }
