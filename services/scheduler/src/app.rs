@@ -404,9 +404,7 @@ impl App {
                         .map_err(|e| Error::Publish(e.to_string()))?;
                 }
                 Effect::Evaluate { node_id } => {
-                    let Some(plan) = plan_node(catalog, state, &node_id) else {
-                        return Err(Error::Corrupt(format!("branch node `{node_id}` is not in the workflow")));
-                    };
+                    let plan = known_node(catalog, state, &node_id)?;
                     let Kind::Branch(branch) = &plan.kind else {
                         return Err(Error::Corrupt(format!("node `{node_id}` is not a branch node")));
                     };
@@ -422,9 +420,7 @@ impl App {
                     }
                 }
                 Effect::Prepare { node_id } => {
-                    let Some(plan) = plan_node(catalog, state, &node_id) else {
-                        return Err(Error::Corrupt(format!("node `{node_id}` is not in the workflow")));
-                    };
+                    let plan = known_node(catalog, state, &node_id)?;
                     let scope = Self::scope_of(cmd, state, &node_id);
                     let inputs = match self.resolve(state, &scope, &plan.inputs).await? {
                         Ok(inputs) => inputs,
@@ -651,9 +647,7 @@ impl App {
         node_id: &str,
     ) -> Result<Option<Input>, Error> {
         let id = cmd.execution_id.clone().unwrap_or_default();
-        let Some(plan) = plan_node(catalog, state, node_id) else {
-            return Err(Error::Corrupt(format!("gate node `{node_id}` is not in the workflow")));
-        };
+        let plan = known_node(catalog, state, node_id)?;
         let Kind::Gate(gate) = &plan.kind else {
             return Err(Error::Corrupt(format!("node `{node_id}` is not a gate node")));
         };
@@ -925,9 +919,7 @@ impl App {
         node_id: &str,
     ) -> Result<Option<Input>, Error> {
         let id = cmd.execution_id.clone().unwrap_or_default();
-        let Some(plan) = plan_node(catalog, state, node_id) else {
-            return Err(Error::Corrupt(format!("node `{node_id}` is not in the workflow")));
-        };
+        let plan = known_node(catalog, state, node_id)?;
         let Kind::LaunchPlan { id: lp } = &plan.kind else {
             return Err(Error::Corrupt(format!("node `{node_id}` is not a launch plan node")));
         };
@@ -1306,6 +1298,12 @@ impl App {
 
 fn ignore_conflict(e: aloft_bus::Error) -> Result<u64, aloft_bus::Error> {
     if e.is_conflict() { Ok(0) } else { Err(e) }
+}
+
+/// The plan node of a node the machine asked about; its absence means stored state and
+/// catalog disagree.
+fn known_node<'c>(catalog: &'c Catalog, state: &ExecState, node_id: &str) -> Result<&'c PlanNode, Error> {
+    plan_node(catalog, state, node_id).ok_or_else(|| Error::Corrupt(format!("node `{node_id}` is not in the workflow")))
 }
 
 /// The plan node of a node of the state.
