@@ -157,6 +157,9 @@ fn row(name: &str, samples: &[Sample]) {
 }
 
 fn main() {
+    if !aloft_testkit::benchmark_requested("cargo bench -p aloft-executor --bench warm_start") {
+        return;
+    }
     let iterations: usize = std::env::var("ALOFT_BENCH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async move {

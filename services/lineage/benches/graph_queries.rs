@@ -154,6 +154,9 @@ async fn bench(backend: &str, url: &str, runs: usize, iters: usize) {
 }
 
 fn main() {
+    if !aloft_testkit::benchmark_requested("cargo bench -p aloft-lineage --bench graph_queries") {
+        return;
+    }
     let scale = env_f64("ALOFT_BENCH_SCALE", 1.0);
     let iters = env_f64("ALOFT_BENCH_ITERS", 50.0) as usize;
     let runs = ((1000.0 * scale) as usize).max(4);

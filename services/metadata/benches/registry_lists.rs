@@ -871,15 +871,7 @@ fn print(reports: &[Report], k: &Knobs) {
 }
 
 fn main() -> anyhow::Result<()> {
-    // `cargo bench` passes `--bench`. Test runners also start bench targets: nextest lists their
-    // tests with `--list --format terse`, `cargo test --all-targets` runs them bare. This harness
-    // has no tests, and only measures (for minutes) when run as a benchmark.
-    if !std::env::args().any(|a| a == "--bench") {
-        if !std::env::args().any(|a| a == "--list") {
-            eprintln!(
-                "registry_lists is a benchmark: run it with `cargo bench -p aloft-metadata --bench registry_lists`"
-            );
-        }
+    if !aloft_testkit::benchmark_requested("cargo bench -p aloft-metadata --bench registry_lists") {
         return Ok(());
     }
     let k = knobs()?;
