@@ -103,6 +103,22 @@ fn parse_env_file(text: &str) -> HashMap<String, String> {
     out
 }
 
+/// Whether a benchmark binary (`harness = false`) was started by `cargo bench`, which passes
+/// `--bench`. Test runners start bench targets too (nextest lists their tests with `--list`,
+/// `cargo test --all-targets` runs them bare); such a binary has no tests and should not measure
+/// for minutes, so it returns at once when this is false (saying how to run it, except when
+/// listed).
+pub fn benchmark_requested(how_to_run: &str) -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--bench") {
+        return true;
+    }
+    if !args.iter().any(|a| a == "--list") {
+        eprintln!("this is a benchmark: run it with `{how_to_run}`");
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,20 +137,4 @@ mod tests {
         assert_ne!(unique_name("t"), unique_name("t"));
         assert!(unique_name("db").starts_with("db_"));
     }
-}
-
-/// Whether a benchmark binary (`harness = false`) was started by `cargo bench`, which passes
-/// `--bench`. Test runners start bench targets too (nextest lists their tests with `--list`,
-/// `cargo test --all-targets` runs them bare); such a binary has no tests and should not measure
-/// for minutes, so it returns at once when this is false (saying how to run it, except when
-/// listed).
-pub fn benchmark_requested(how_to_run: &str) -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--bench") {
-        return true;
-    }
-    if !args.iter().any(|a| a == "--list") {
-        eprintln!("this is a benchmark: run it with `{how_to_run}`");
-    }
-    false
 }
