@@ -6,10 +6,11 @@
 //! whole: only times, durations and registration versions vary between runs and are masked.
 
 mod common;
+#[path = "common/http_sink.rs"]
+mod http_sink;
 #[path = "common/stack.rs"]
 mod stack;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aloft_proto::aloft::v1::ListDeliveriesRequest;
@@ -19,62 +20,11 @@ use aloft_proto::flyteidl::core::WorkflowExecutionIdentifier;
 use aloft_proto::flyteidl::service::admin_service_client::AdminServiceClient;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use stack::{DOMAIN, Stack, Store};
 
 const CONSOLE: &str = "https://aloft.example.com";
-
-/// An incoming-webhook endpoint: HTTP/1.1, answers `200 ok` in plain text like Slack, records
-/// (path, JSON body) of every POST.
-async fn webhook_server() -> Result<(String, Arc<Mutex<Vec<(String, Value)>>>)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let seen = received.clone();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let mut socket = BufReader::new(socket);
-                // keep-alive: one connection may carry several requests
-                loop {
-                    let mut request_line = String::new();
-                    if socket.read_line(&mut request_line).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let path = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
-                    let mut length = 0usize;
-                    loop {
-                        let mut header = String::new();
-                        if socket.read_line(&mut header).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if header == "\r\n" {
-                            break;
-                        }
-                        if let Some((name, value)) = header.split_once(':')
-                            && name.eq_ignore_ascii_case("content-length")
-                        {
-                            length = value.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    if socket.read_exact(&mut body).await.is_err() {
-                        return;
-                    }
-                    seen.lock().unwrap().push((path, serde_json::from_slice(&body).unwrap_or(Value::Null)));
-                    let answer = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok";
-                    if socket.get_mut().write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    Ok((url, received))
-}
 
 /// Masks what differs between runs: field values for times and versions, and durations in text.
 fn mask(mut body: Value) -> Value {
@@ -157,7 +107,7 @@ fn expected(project: &str, name: &str, failed: bool, error: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_and_a_succeeding_run_reach_the_team_channel() -> Result<()> {
     let s = Stack::start(Store::Local).await?;
-    let (webhook, received) = webhook_server().await?;
+    let (webhook, received) = http_sink::http_sink().await?;
 
     // The team's project, with its labels: owner, channel, and "everything in development".
     let mut admin = AdminServiceClient::new(

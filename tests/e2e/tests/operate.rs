@@ -9,75 +9,25 @@
 //!   `CreateExecution` in metadata, the scheduler, the executor's attempt and metadata's event sink.
 
 mod common;
+#[path = "common/http_sink.rs"]
+mod http_sink;
 #[path = "common/stack.rs"]
 mod stack;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aloft_proto::flyteidl::admin::{ExecutionTerminateRequest, Labels, Project, ProjectRegisterRequest};
 use aloft_proto::flyteidl::core::WorkflowExecutionIdentifier;
 use aloft_proto::flyteidl::service::admin_service_client::AdminServiceClient;
 use anyhow::{Context, Result, bail, ensure};
-use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use common::Db;
 use stack::{DOMAIN, Stack, Store};
 
 // ------------------------------------------------------------------------------------ helpers
-
-/// An HTTP/1.1 endpoint answering every POST with `200 ok` (a Slack incoming webhook, an
-/// OpenLineage API), recording (path, JSON body) of each.
-async fn http_sink() -> Result<(String, Arc<Mutex<Vec<(String, Value)>>>)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let seen = received.clone();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let mut socket = BufReader::new(socket);
-                loop {
-                    let mut request_line = String::new();
-                    if socket.read_line(&mut request_line).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let path = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
-                    let mut length = 0usize;
-                    loop {
-                        let mut header = String::new();
-                        if socket.read_line(&mut header).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if header == "\r\n" {
-                            break;
-                        }
-                        if let Some((name, value)) = header.split_once(':')
-                            && name.eq_ignore_ascii_case("content-length")
-                        {
-                            length = value.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    if socket.read_exact(&mut body).await.is_err() {
-                        return;
-                    }
-                    seen.lock().unwrap().push((path, serde_json::from_slice(&body).unwrap_or(Value::Null)));
-                    let answer = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok";
-                    if socket.get_mut().write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    Ok((url, received))
-}
 
 /// One sample of a scrape: metric name, labels, value.
 #[derive(Debug, Clone)]
@@ -196,7 +146,7 @@ async fn notifier(s: &Stack, webhook: &str, token: &CancellationToken) -> Result
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_serves_its_kpis_after_an_end_to_end_run() -> Result<()> {
     let s = Stack::start(Store::Local).await?;
-    let (sink, received) = http_sink().await?;
+    let (sink, received) = http_sink::http_sink().await?;
     register_project(&s, &[("team", "ml-platform"), ("slack-channel", "ml-alerts"), ("notify-development", "all")])
         .await?;
     let token = CancellationToken::new();
@@ -319,7 +269,7 @@ async fn an_sla_shorter_than_a_sleeping_task_is_reported_while_it_runs() -> Resu
         c.sla.sweep_interval = Duration::from_millis(500);
     })
     .await?;
-    let (webhook, received) = http_sink().await?;
+    let (webhook, received) = http_sink::http_sink().await?;
     // The project's SLA: 3 s from creation; its channel; notifications of finished runs off.
     register_project(&s, &[("slack-channel", "ml-alerts"), ("sla-max-duration", "3s"), ("notify-development", "none")])
         .await?;
