@@ -453,3 +453,23 @@ async fn one_trace_spans_every_service_of_an_execution() -> Result<()> {
     );
     s.stop().await
 }
+
+/// docker-compose.yml and the Kubernetes overlays point metadata, notifier and lineage at one
+/// Postgres database: every service's migrations must run there, in any order and again at each
+/// restart. (sqlx keeps metadata's and lineage's versions in the same table.)
+#[tokio::test]
+async fn services_share_one_postgres_database() -> Result<()> {
+    let url = aloft_testkit::fresh_postgres_url("shared").await;
+    for round in 0..2 {
+        aloft_lineage::adapters::store::Store::connect(&url)
+            .await
+            .with_context(|| format!("lineage, round {round}"))?;
+        aloft_metadata::adapters::store::Store::connect(&url)
+            .await
+            .with_context(|| format!("metadata, round {round}"))?;
+        aloft_notifier::adapters::store::Store::connect(&url)
+            .await
+            .with_context(|| format!("notifier, round {round}"))?;
+    }
+    Ok(())
+}

@@ -14,7 +14,12 @@ use crate::domain::graph::{Edge, EdgeKind, Mutation, Node, NodeKind, Origin, Tar
 use crate::domain::links::RunFacts;
 use crate::error::Error;
 
-static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+// Metadata, notifier and lineage may share one Postgres database (docker-compose.yml does), and
+// sqlx keeps every migrator's versions in the same `_sqlx_migrations` table: lineage's versions
+// start at 1001 so they never collide with metadata's, and each migrator ignores the other's rows.
+// (SQLite files are per service, so those keep their numbers.)
+static PG_MIGRATIONS: sqlx::migrate::Migrator =
+    sqlx::migrate::Migrator { ignore_missing: true, ..sqlx::migrate!("./migrations/postgres") };
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// How many keys go into one `IN (...)` list (SQLite allows 32,766 parameters; Postgres 65,535).

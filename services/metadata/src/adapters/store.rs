@@ -10,7 +10,10 @@ use sqlx::{AnyPool, Row};
 use crate::domain::filters::{self, Column, Filter, Value};
 use crate::error::{Error, Result};
 
-static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+// The lineage service's migrations (versions from 1001) may share this database's
+// `_sqlx_migrations` table (see lineage's store): their rows are not ours to check.
+static PG_MIGRATIONS: sqlx::migrate::Migrator =
+    sqlx::migrate::Migrator { ignore_missing: true, ..sqlx::migrate!("./migrations/postgres") };
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// One stored task, workflow or launch plan version.
