@@ -267,3 +267,62 @@ mod tests {
         task.await.unwrap();
     }
 }
+
+/// Buckets for the steps on one task's path: 50 µs to 1 s.
+pub const STAGE_BUCKETS: &[f64] =
+    &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+
+/// Label of [`Stages`]: which step (a fixed name chosen by the code, never data).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct StageLabels {
+    /// e.g. `spawn`, `kv_update`, `bus_hop`.
+    pub stage: &'static str,
+}
+
+/// Time spent in each step of a service's hot path (`aloft_<service>_stage_seconds{stage}`): where
+/// one task's time goes, between bus hops, database writes, store I/O, process start and user
+/// code. The workload benchmark (bench/workloads.py) reads its `_sum` and `_count`; operators
+/// see which step grows under load. Cheap to clone; a clone observes into the same histograms.
+#[derive(Clone, Debug)]
+pub struct Stages(Family<StageLabels, Histogram, HistogramMaker>);
+
+impl Default for Stages {
+    fn default() -> Self {
+        Stages(histogram_family(STAGE_BUCKETS))
+    }
+}
+
+impl Stages {
+    /// Registers the histograms as `<prefix>_stage_seconds` in `registry`.
+    pub fn register(&self, registry: &mut Registry, prefix: &str) {
+        registry.register_with_unit(
+            format!("{prefix}_stage"),
+            "Time spent in each step of the service's hot path",
+            Unit::Seconds,
+            self.0.clone(),
+        );
+    }
+
+    /// Records `elapsed` for `stage`.
+    pub fn observe(&self, stage: &'static str, elapsed: std::time::Duration) {
+        self.0.get_or_create(&StageLabels { stage }).observe(elapsed.as_secs_f64());
+    }
+
+    /// Records the time since `start` for `stage` and returns now, so consecutive steps chain:
+    /// `t = stages.lap("decode", t);`.
+    pub fn lap(&self, stage: &'static str, start: std::time::Instant) -> std::time::Instant {
+        let now = std::time::Instant::now();
+        self.observe(stage, now - start);
+        now
+    }
+
+    /// Records the time from a message's `created_at` (stamped by its publisher, on the same
+    /// clock when services share a host) until now: the bus hop. Nothing for a missing, invalid or
+    /// future stamp.
+    pub fn since_stamp(&self, stage: &'static str, created_at: Option<prost_types::Timestamp>) {
+        let stamped = created_at.and_then(|t| std::time::SystemTime::try_from(t).ok());
+        if let Some(elapsed) = stamped.and_then(|t| std::time::SystemTime::now().duration_since(t).ok()) {
+            self.observe(stage, elapsed);
+        }
+    }
+}

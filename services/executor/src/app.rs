@@ -53,6 +53,8 @@ pub(crate) struct Executor {
     aborted: Mutex<HashMap<ExecutionKey, (String, Instant)>>,
     /// Slots held by a task run (`aloft_executor_slots_in_use`; lib.rs registers it).
     pub(crate) slots_in_use: prometheus_client::metrics::gauge::Gauge,
+    /// Time per step of an attempt (`aloft_executor_stage_seconds`).
+    pub(crate) stages: aloft_runtime::metrics::Stages,
 }
 
 /// What every task's environment gets from the host, read once at start.
@@ -171,6 +173,7 @@ impl Executor {
             attempts: Mutex::new(HashMap::new()),
             aborted: Mutex::new(HashMap::new()),
             slots_in_use: Default::default(),
+            stages: Default::default(),
         }
     }
 
@@ -235,6 +238,8 @@ impl Executor {
                 return;
             }
         };
+        // from the scheduler's publish to here: bus, then waiting for a free slot
+        self.stages.since_stamp("run_hop", delivery.envelope().created_at);
         let span = tracing::info_span!(
             "attempt", attempt = %id, delivered = delivery.delivered(), trace_id = tracing::field::Empty
         );

@@ -117,6 +117,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         "Slots holding a task run (waiting for capacity or running)",
         executor.slots_in_use.clone(),
     );
+    executor.stages.register(&mut registry, "executor");
     let metrics_task = metrics_server.spawn(Arc::new(registry), shutdown.clone());
     let worker = tokio::spawn(executor.run(consumer, aborts));
     let task = tokio::spawn(async move {

@@ -105,6 +105,8 @@ pub struct Metrics {
     attempt_duration: Family<TaskLabels, Histogram, HistogramMaker>,
     retries: Family<ScopeLabels, Counter>,
     pub(crate) sla_breaches: Family<SlaLabels, Counter>,
+    /// Time per step of the event sink (`aloft_metadata_stage_seconds`).
+    pub(crate) stages: aloft_runtime::metrics::Stages,
 }
 
 impl Metrics {
@@ -120,7 +122,9 @@ impl Metrics {
             attempt_duration: histogram_family(LONG_BUCKETS),
             retries: Family::default(),
             sla_breaches: Family::default(),
+            stages: Default::default(),
         };
+        m.stages.register(registry, "metadata");
         registry.register("executions_started", "Executions that started running", m.started.clone());
         registry.register(
             "executions_finished",
