@@ -4,7 +4,7 @@
 //! it. The caller acknowledges the run only after that last publish.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use aloft_blob::BlobKind;
 use aloft_proto::aloft::v1::{Envelope, TaskRunCommand};
@@ -139,6 +139,7 @@ impl Executor {
                 }
             }
         }
+        let t = Instant::now();
         let scratch = match Scratch::create(&self.config.scratch_dir, id).await {
             Ok(s) => s,
             Err(e) => {
@@ -146,12 +147,15 @@ impl Executor {
                 return self.finish(cmd, id, system_failure(message)).await;
             }
         };
-        let settle = self.run_in(cmd, id, controls, container, &scratch).await;
+        self.stages.lap("scratch_create", t);
+        let settle = self.run_in(cmd, id, controls, container, &scratch, delivered).await;
+        let t = Instant::now();
         if self.config.keep_scratch {
             tracing::info!(scratch = %scratch.root.display(), "keeping the scratch directory");
         } else if let Err(e) = tokio::fs::remove_dir_all(&scratch.root).await {
             tracing::warn!(scratch = %scratch.root.display(), error = %e, "cannot delete the scratch directory");
         }
+        self.stages.lap("scratch_remove", t);
         settle
     }
 
@@ -162,8 +166,10 @@ impl Executor {
         controls: &Controls,
         container: &Container,
         scratch: &Scratch,
+        delivered: u64,
     ) -> Settle {
-        let prepared = match self.prepare(cmd, id, container, scratch).await {
+        let t = Instant::now();
+        let prepared = match self.prepare(cmd, id, container, scratch, delivered).await {
             Ok(p) => p,
             Err(PrepareError::Spec(e)) => return self.finish(cmd, id, spec_failure(&e.to_string())).await,
             Err(PrepareError::System(message)) => return self.finish(cmd, id, system_failure(message)).await,
@@ -171,10 +177,14 @@ impl Executor {
         if let Some(cause) = controls.abort_cause() {
             return self.finish(cmd, id, Outcome::Aborted { reason: cause }).await;
         }
+        let t = self.stages.lap("prepare", t);
         let end = match self.start(&prepared).await {
             Ok((running, runtime)) => {
+                let t = self.stages.lap(if runtime == Runtime::Warm { "spawn_warm" } else { "spawn" }, t);
                 tracing::info!(pid = running.pid(), program = %prepared.process.program, %runtime, "task started");
-                if self.publish(&events::running(cmd, id, SystemTime::now())).await.is_err() {
+                let published = self.publish(&events::running(cmd, id, SystemTime::now())).await;
+                self.stages.lap("publish_running", t);
+                if published.is_err() {
                     // Shutdown's deadline passed while NATS was unreachable.
                     running.wait(None, self.config.kill_grace, async { Stop::Shutdown }).await;
                     return Settle::Leave;
@@ -186,14 +196,21 @@ impl Executor {
                         _ = self.hard_stop.cancelled() => Stop::Shutdown,
                     }
                 };
-                running.wait(timeout, self.config.kill_grace, stop).await
+                let end = running.wait(timeout, self.config.kill_grace, stop).await;
+                // the task's own time: its code, and flytekit's reading and writing of data
+                self.stages.lap("process", t);
+                end
             }
             Err(why) => ProcessEnd::StartFailed(why),
         };
+        let t = Instant::now();
         tracing::info!(?end, "task process ended");
 
-        if let (ProcessEnd::Exited(0), Some(raw)) = (&end, &prepared.raw)
-            && let Err(e) = raw_container::collect(
+        // A raw container's outputs are turned into outputs.pb (or error.pb) here, so what the
+        // attempt left is known without reading it back.
+        let mut written = None;
+        if let (ProcessEnd::Exited(0), Some(raw)) = (&end, &prepared.raw) {
+            match raw_container::collect(
                 &self.store,
                 &raw.output_dir,
                 &raw.outputs,
@@ -201,16 +218,28 @@ impl Executor {
                 &cmd.output_prefix,
             )
             .await
-        {
-            let message = format!("cannot collect the raw container's outputs: {e}");
-            self.upload_log(cmd, scratch).await;
-            return self.finish(cmd, id, system_failure(message)).await;
+            {
+                Ok(files) => written = Some(files),
+                Err(e) => {
+                    let message = format!("cannot collect the raw container's outputs: {e}");
+                    self.upload_log(cmd, scratch).await;
+                    return self.finish(cmd, id, system_failure(message)).await;
+                }
+            }
         }
-        self.upload_log(cmd, scratch).await;
+        let t = self.stages.lap("collect_outputs", t);
+        // Independent store round trips, so at once: the log upload and reading the results.
+        let (_, files) = tokio::join!(self.upload_log(cmd, scratch), async {
+            match written {
+                Some(files) => Ok(files),
+                None => self.read_files(&cmd.output_prefix).await,
+            }
+        });
+        self.stages.lap("log_and_results", t);
         if end == ProcessEnd::Interrupted {
             return Settle::Nak;
         }
-        let files = match self.read_files(&cmd.output_prefix).await {
+        let files = match files {
             Ok(f) => f,
             Err(message) => return self.finish(cmd, id, system_failure(message)).await,
         };
@@ -267,6 +296,7 @@ impl Executor {
         id: &AttemptId,
         container: &Container,
         scratch: &Scratch,
+        delivered: u64,
     ) -> Result<Prepared, PrepareError> {
         let task = cmd.task.as_ref().expect("checked");
         let argv: Vec<String> = container.command.iter().chain(container.args.iter()).cloned().collect();
@@ -292,16 +322,27 @@ impl Executor {
                 }
             }
         }
-        // A redelivered run may find the files of its previous try.
-        for name in ["error.pb", "outputs.pb", "futures.pb"] {
-            let uri = aloft_blob::join(&cmd.output_prefix, name);
-            self.store
-                .delete(&uri)
-                .await
-                .map_err(|e| PrepareError::System(format!("cannot clear a previous result {uri}: {e}")))?;
+        // A redelivered run may find the files of its previous try. A first delivery cannot: each
+        // attempt has its own output prefix, which only this run writes.
+        if delivered > 1 {
+            let clear = ["error.pb", "outputs.pb", "futures.pb"].map(|name| {
+                let uri = aloft_blob::join(&cmd.output_prefix, name);
+                async move {
+                    self.store
+                        .delete(&uri)
+                        .await
+                        .map_err(|e| PrepareError::System(format!("cannot clear a previous result {uri}: {e}")))
+                }
+            });
+            for cleared in futures::future::join_all(clear).await {
+                cleared?;
+            }
         }
 
-        let inputs = if data_config.is_some() || refers_to_inputs(&argv) {
+        // A raw container with no declared inputs gets an empty map without a store read.
+        let declares_inputs =
+            task.interface.as_ref().and_then(|i| i.inputs.as_ref()).is_some_and(|v| !v.variables.is_empty());
+        let inputs = if (data_config.is_some() && declares_inputs) || refers_to_inputs(&argv) {
             let bytes = self
                 .store
                 .get(&cmd.inputs_uri)
@@ -388,7 +429,11 @@ impl Executor {
     async fn read_files(&self, output_prefix: &str) -> Result<Files, String> {
         let uri = |name: &str| aloft_blob::join(output_prefix, name);
         let read_err = |e: aloft_blob::BlobError| format!("cannot read the task's results: {e}");
-        let error = match self.store.get(&uri("error.pb")).await {
+        // three independent round trips, at once
+        let (error_uri, outputs_uri, futures_uri) = (uri("error.pb"), uri("outputs.pb"), uri("futures.pb"));
+        let (error, outputs, futures) =
+            tokio::join!(self.store.get(&error_uri), self.store.exists(&outputs_uri), self.store.exists(&futures_uri));
+        let error = match error {
             Ok(bytes) => Some(match ErrorDocument::decode(bytes) {
                 Ok(ErrorDocument { error: Some(e) }) => Ok(e),
                 Ok(ErrorDocument { error: None }) => Err("the document holds no error".to_string()),
@@ -397,9 +442,7 @@ impl Executor {
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(read_err(e)),
         };
-        let outputs = self.store.exists(&uri("outputs.pb")).await.map_err(read_err)?;
-        let futures = self.store.exists(&uri("futures.pb")).await.map_err(read_err)?;
-        Ok(Files { error, outputs, futures })
+        Ok(Files { error, outputs: outputs.map_err(read_err)?, futures: futures.map_err(read_err)? })
     }
 
     /// Uploads the log to `O/task.log`; a failure is logged, not fatal (the result still counts).
@@ -426,7 +469,10 @@ impl Executor {
             Outcome::Failed(e) => tracing::info!(code = %e.code, "attempt failed"),
             Outcome::RetryableFailed(e) => tracing::info!(code = %e.code, "attempt failed (retryable)"),
         }
-        match self.publish(&events::terminal(cmd, id, &outcome, SystemTime::now())).await {
+        let t = Instant::now();
+        let published = self.publish(&events::terminal(cmd, id, &outcome, SystemTime::now())).await;
+        self.stages.lap("publish_terminal", t);
+        match published {
             Ok(()) => Settle::Ack,
             Err(()) => Settle::Leave,
         }

@@ -10,6 +10,7 @@ use aloft_proto::flyteidl::core::{
 };
 use prost::Message as _;
 
+use crate::domain::outcome::Files;
 use crate::domain::raw_io::{ERROR_FILE, InputFile, InputPlan, OutputKind, blob_literal, parse_simple};
 
 /// Writes every planned input under `dir`, plus `inputs.pb` and `inputs.json`/`inputs.yaml`.
@@ -66,14 +67,15 @@ pub(crate) async fn prepare_output_dir(dir: &Path, outputs: &[(String, OutputKin
 
 /// Reads the outputs under `dir` and writes `O/outputs.pb`, or `O/error.pb` when the command
 /// left an error file or an output is missing or malformed (a user error, as CoPilot reports
-/// it). `Err` only when the store fails (a system error).
+/// it). Returns what it wrote, so the caller need not read it back. `Err` only when the store
+/// fails (a system error).
 pub(crate) async fn collect(
     store: &BlobStore,
     dir: &Path,
     outputs: &[(String, OutputKind)],
     raw_prefix: &str,
     output_prefix: &str,
-) -> Result<(), String> {
+) -> Result<Files, String> {
     let error_file = dir.join(ERROR_FILE);
     if let Ok(content) = tokio::fs::read(&error_file).await {
         let text = String::from_utf8_lossy(&content[..content.len().min(1024 * 1024)]).into_owned();
@@ -126,10 +128,11 @@ pub(crate) async fn collect(
         literals.literals.insert(name.clone(), literal);
     }
     let uri = aloft_blob::join(output_prefix, "outputs.pb");
-    store.put(&uri, literals.encode_to_vec()).await.map_err(|e| format!("cannot write {uri}: {e}"))
+    store.put(&uri, literals.encode_to_vec()).await.map_err(|e| format!("cannot write {uri}: {e}"))?;
+    Ok(Files { error: None, outputs: true, futures: false })
 }
 
-async fn write_error(store: &BlobStore, output_prefix: &str, code: &str, message: String) -> Result<(), String> {
+async fn write_error(store: &BlobStore, output_prefix: &str, code: &str, message: String) -> Result<Files, String> {
     let doc = ErrorDocument {
         error: Some(ContainerError {
             code: code.into(),
@@ -141,7 +144,8 @@ async fn write_error(store: &BlobStore, output_prefix: &str, code: &str, message
         }),
     };
     let uri = aloft_blob::join(output_prefix, "error.pb");
-    store.put(&uri, doc.encode_to_vec()).await.map_err(|e| format!("cannot write {uri}: {e}"))
+    store.put(&uri, doc.encode_to_vec()).await.map_err(|e| format!("cannot write {uri}: {e}"))?;
+    Ok(Files { error: doc.error.map(Ok), outputs: false, futures: false })
 }
 
 async fn write(path: &Path, content: &[u8]) -> Result<(), String> {
