@@ -23,6 +23,28 @@ use crate::trace::TraceContext;
 /// Shortest wait worth a pull request; below it `fetch` returns what it has.
 const MIN_PULL_WAIT: Duration = Duration::from_millis(10);
 
+/// The execution a message is about (`project/domain/name`; empty for messages about none), the
+/// key under which [`Consumer::process_by_key`] keeps one execution's messages in order.
+pub fn execution_key(envelope: &Envelope) -> String {
+    use aloft_proto::aloft::v1::envelope::Body;
+    let node_exec = |n: Option<&aloft_proto::flyteidl::core::NodeExecutionIdentifier>| {
+        n.and_then(|n| n.execution_id.as_ref()).cloned()
+    };
+    let id = match &envelope.body {
+        Some(Body::Execute(cmd)) => cmd.execution_id.clone(),
+        Some(Body::Abort(cmd)) => cmd.execution_id.clone(),
+        Some(Body::Wake(cmd)) => cmd.execution_id.clone(),
+        Some(Body::Signal(notice)) => notice.id.as_ref().and_then(|s| s.execution_id.clone()),
+        Some(Body::TaskRun(run)) => node_exec(run.id.as_ref().and_then(|t| t.node_execution_id.as_ref())),
+        Some(Body::WorkflowEvent(ev)) => ev.execution_id.clone(),
+        Some(Body::NodeEvent(ev)) => node_exec(ev.id.as_ref()),
+        Some(Body::TaskEvent(ev)) => node_exec(ev.parent_node_execution_id.as_ref()),
+        Some(Body::SlaBreach(b)) => b.execution_id.clone(),
+        None => None,
+    };
+    id.map(|id| format!("{}/{}/{}", id.project, id.domain, id.name)).unwrap_or_default()
+}
+
 /// A durable pull consumer on one stream.
 pub struct Consumer {
     pub(crate) inner: PullConsumer,
@@ -363,11 +385,30 @@ pub enum Handled {
 
 impl Consumer {
     /// Pulls batches of up to `batch` messages until `shutdown` is cancelled, and settles each one
-    /// as `handle` decides. A batch in hand is finished even if shutdown arrives meanwhile; a
-    /// failed fetch is retried after a short pause. At-least-once: a message is acked only after
-    /// its handler returned [`Handled::Done`].
-    pub async fn process<F, Fut>(&self, batch: usize, shutdown: &aloft_runtime::Shutdown, mut handle: F)
+    /// as `handle` decides, one after another. A batch in hand is finished even if shutdown
+    /// arrives meanwhile; a failed fetch is retried after a short pause. At-least-once: a message
+    /// is acked only after its handler returned [`Handled::Done`].
+    pub async fn process<F, Fut>(&self, batch: usize, shutdown: &aloft_runtime::Shutdown, handle: F)
     where
+        F: FnMut(Envelope) -> Fut,
+        Fut: std::future::Future<Output = Handled>,
+    {
+        self.process_by_key(batch, 1, shutdown, |_| String::new(), handle).await
+    }
+
+    /// [`Consumer::process`], with the messages of a batch that have different keys handled
+    /// concurrently (up to `concurrency` keys at once) and those with the same key in order.
+    /// A scheduler keyed by execution applies one execution's events in order while a hundred
+    /// executions progress side by side, instead of each waiting for all the others' events.
+    pub async fn process_by_key<K, F, Fut>(
+        &self,
+        batch: usize,
+        concurrency: usize,
+        shutdown: &aloft_runtime::Shutdown,
+        key: K,
+        mut handle: F,
+    ) where
+        K: Fn(&Envelope) -> String,
         F: FnMut(Envelope) -> Fut,
         Fut: std::future::Future<Output = Handled>,
     {
@@ -384,24 +425,43 @@ impl Consumer {
                     continue;
                 }
             };
+            // Futures are lazy: creating them all now runs nothing; each group polls its own in
+            // order.
+            let mut groups: Vec<(String, Vec<(Delivery, _)>)> = Vec::new();
             for d in deliveries {
-                let id = d.envelope().id.clone();
-                let span = d.span(self.name());
-                match tracing::Instrument::instrument(handle(d.envelope().clone()), span).await {
-                    Handled::Done => {
-                        if let Err(e) = d.ack().await {
-                            tracing::warn!(error = %e, %id, "ack failed; the message will be redelivered and found done");
-                        }
-                    }
-                    Handled::Drop(reason) => {
-                        tracing::error!(%reason, %id, consumer = self.name(), "message cannot be applied; dropped");
-                        let _ = d.term().await;
-                    }
-                    Handled::Retry(reason, delay) => {
-                        tracing::warn!(%reason, %id, consumer = self.name(), "message not applied; retrying later");
-                        let _ = d.nak_with_delay(delay).await;
-                    }
+                let k = key(d.envelope());
+                let work = handle(d.envelope().clone());
+                match groups.iter_mut().find(|(g, _)| *g == k) {
+                    Some((_, items)) => items.push((d, work)),
+                    None => groups.push((k, vec![(d, work)])),
                 }
+            }
+            futures::stream::iter(groups)
+                .for_each_concurrent(concurrency.max(1), |(_, items)| async move {
+                    for (d, work) in items {
+                        self.settle(d, work).await;
+                    }
+                })
+                .await;
+        }
+    }
+
+    async fn settle(&self, d: Delivery, work: impl std::future::Future<Output = Handled>) {
+        let id = d.envelope().id.clone();
+        let span = d.span(self.name());
+        match tracing::Instrument::instrument(work, span).await {
+            Handled::Done => {
+                if let Err(e) = d.ack().await {
+                    tracing::warn!(error = %e, %id, "ack failed; the message will be redelivered and found done");
+                }
+            }
+            Handled::Drop(reason) => {
+                tracing::error!(%reason, %id, consumer = self.name(), "message cannot be applied; dropped");
+                let _ = d.term().await;
+            }
+            Handled::Retry(reason, delay) => {
+                tracing::warn!(%reason, %id, consumer = self.name(), "message not applied; retrying later");
+                let _ = d.nak_with_delay(delay).await;
             }
         }
     }

@@ -20,7 +20,7 @@ mod trace;
 
 pub use bus::{Bus, MSG_ID_HEADER, Published};
 pub use config::BusConfig;
-pub use consumer::{Consumer, Deliveries, Delivery, Handled, KeepAlive};
+pub use consumer::{Consumer, Deliveries, Delivery, Handled, KeepAlive, execution_key};
 pub use error::{BoxError, Error, Result};
 pub use kv::{KvBucket, KvEntry};
 pub use lag::{LagGauges, LagLabels, LagProbe, watch_lag};

@@ -509,3 +509,50 @@ async fn teardown_deletes_only_its_own_streams_and_buckets() -> Result<()> {
     assert_eq!(other.teardown().await?, 4);
     Ok(())
 }
+
+/// `process_by_key`: one execution's messages in order, different executions side by side, and
+/// every message acked once handled.
+#[tokio::test]
+async fn process_by_key_orders_within_a_key_and_overlaps_keys() -> Result<()> {
+    use std::sync::{Arc, Mutex};
+    let bus = bus(config("pk")).await?;
+    for i in 0..3 {
+        for exec in ["a", "b"] {
+            let mut env = execute(&format!("{exec}-{i}"));
+            if let Some(Body::Execute(cmd)) = env.body.as_mut() {
+                cmd.execution_id = Some(exec_id("p", "d", exec));
+            }
+            bus.publish(&env).await?;
+        }
+    }
+    let consumer = commands_consumer(&bus).await?;
+    let log = Arc::new(Mutex::new(Vec::<(String, &'static str)>::new()));
+    let shutdown = aloft_runtime::Shutdown::new();
+    let started = Instant::now();
+    let run = consumer.process_by_key(10, 4, &shutdown, aloft_bus::execution_key, |env| {
+        let (log, shutdown) = (log.clone(), shutdown.clone());
+        async move {
+            log.lock().unwrap().push((env.id.clone(), "start"));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let mut l = log.lock().unwrap();
+            l.push((env.id.clone(), "end"));
+            if l.iter().filter(|(_, e)| *e == "end").count() == 6 {
+                shutdown.cancel();
+            }
+            aloft_bus::Handled::Done
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), run).await.context("process_by_key did not finish")?;
+    let elapsed = started.elapsed();
+    let log = log.lock().unwrap().clone();
+    for exec in ["a", "b"] {
+        let mine: Vec<_> = log.iter().filter(|(id, _)| id.starts_with(exec)).cloned().collect();
+        let want: Vec<_> =
+            (0..3).flat_map(|i| [(format!("{exec}-{i}"), "start"), (format!("{exec}-{i}"), "end")]).collect();
+        ensure!(mine == want, "{exec}'s messages out of order or overlapping: {mine:?}");
+    }
+    // 3 × 200 ms per key; run one key after the other it would take 1.2 s
+    ensure!(elapsed < Duration::from_millis(1100), "keys did not overlap: {elapsed:?}");
+    ensure!(consumer.fetch(10, Duration::from_millis(1500)).await?.is_empty(), "something was not acked");
+    Ok(())
+}

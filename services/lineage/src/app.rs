@@ -68,7 +68,14 @@ pub struct App {
     admin: Option<Admin>,
     settings: Settings,
     parsed: Arc<Mutex<ParsedCache>>,
+    /// The last literal maps read, by URI. A task's inputs are read for its RUNNING event and
+    /// again for its terminal one; what is at a URI never changes (written once per node or
+    /// attempt), so the second read is served from here.
+    recent: Arc<Mutex<std::collections::VecDeque<(String, LiteralMap)>>>,
 }
+
+/// How many literal maps [`App::literal_map`] remembers.
+const RECENT_MAPS: usize = 64;
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -107,7 +114,7 @@ fn parse_run_key(key: &str) -> Option<WorkflowExecutionIdentifier> {
 impl App {
     /// The shell around a store; `blob` reads LiteralMaps, `admin` answers run facts.
     pub fn new(store: Store, blob: Option<BlobStore>, admin: Option<Admin>, settings: Settings) -> App {
-        App { store, blob, admin, settings, parsed: Arc::default() }
+        App { store, blob, admin, settings, parsed: Arc::default(), recent: Arc::default() }
     }
 
     /// Applies one bus envelope. Malformed events are `InvalidArgument` (dropped by the caller);
@@ -227,10 +234,20 @@ impl App {
     /// without its data), a store failure an error worth retrying.
     async fn literal_map(&self, uri: &str) -> Result<Option<LiteralMap>, Error> {
         let Some(blob) = &self.blob else { return Ok(None) };
+        if let Some((_, map)) = self.recent.lock().expect("literal map cache").iter().find(|(u, _)| u == uri) {
+            return Ok(Some(map.clone()));
+        }
         match blob.get(uri).await {
-            Ok(bytes) => LiteralMap::decode(bytes.as_ref())
-                .map(Some)
-                .map_err(|e| Error::InvalidArgument(format!("{uri} is not a LiteralMap: {e}"))),
+            Ok(bytes) => {
+                let map = LiteralMap::decode(bytes.as_ref())
+                    .map_err(|e| Error::InvalidArgument(format!("{uri} is not a LiteralMap: {e}")))?;
+                let mut recent = self.recent.lock().expect("literal map cache");
+                if recent.len() >= RECENT_MAPS {
+                    recent.pop_front();
+                }
+                recent.push_back((uri.to_string(), map.clone()));
+                Ok(Some(map))
+            }
             Err(e) if e.is_not_found() => {
                 tracing::warn!(%uri, "literal map not found; recorded without its data");
                 Ok(None)

@@ -20,6 +20,9 @@ use crate::app::App;
 use crate::error::Result;
 use crate::metrics::{Metrics, Observation, RunLabels, ScopeLabels, task_observations, workflow_observations};
 
+/// Executions whose events are applied at once (a database round trip is mostly waiting).
+const CONCURRENCY: usize = 8;
+
 /// Durable consumer name; all metadata replicas share it, so each event is applied by one of them.
 pub const CONSUMER: &str = "metadata-events";
 
@@ -37,9 +40,13 @@ pub async fn spawn(
     let lag_task = aloft_bus::watch_lag(vec![consumer.lag_probe()], lag, Duration::from_secs(5), shutdown.clone());
     Ok(tokio::spawn(async move {
         consumer
-            .process(64, &shutdown, |envelope| {
+            // One execution's events in order; different executions' side by side (each event
+            // is a read-modify-write of its rows with a conflict check, so this is safe).
+            .process_by_key(64, CONCURRENCY, &shutdown, aloft_bus::execution_key, |envelope| {
                 let (app, metrics) = (app.clone(), metrics.clone());
                 async move {
+                    metrics.stages.since_stamp("event_hop", envelope.created_at);
+                    let t = std::time::Instant::now();
                     // What the event will change is read first; a failed read only costs the KPIs.
                     let observe = match observations(&app, &envelope).await {
                         Ok(o) => o,
@@ -48,7 +55,10 @@ pub async fn spawn(
                             Vec::new()
                         }
                     };
-                    match app.apply_envelope(&envelope).await {
+                    let t = metrics.stages.lap("db_read_before", t);
+                    let applied = app.apply_envelope(&envelope).await;
+                    metrics.stages.lap("db_apply", t);
+                    match applied {
                         Ok(()) => {
                             metrics.record(&observe);
                             Handled::Done

@@ -3,7 +3,7 @@
 //! compare-and-set, then ack. Effects come before the state write, and all are idempotent, so a
 //! crash anywhere replays the same decision instead of losing or duplicating work.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use aloft_blob::BlobStore;
@@ -74,6 +74,12 @@ pub struct App {
     dynamics: Arc<Mutex<HashMap<String, Arc<Catalog>>>>,
     /// Inputs of running array nodes by URI (immutable; read once per map, not once per index).
     array_inputs: Arc<Mutex<HashMap<String, Arc<LiteralMap>>>>,
+    /// Time per step (`aloft_scheduler_stage_seconds`), registered by `start`.
+    pub stages: aloft_runtime::metrics::Stages,
+    /// Executions this replica is starting. Their state is stored only after their first tasks
+    /// are out (so a crash mid-start is redone by the redelivered command), and a fast task's
+    /// event can arrive before that: it waits for the start instead of finding no state.
+    starting: Arc<std::sync::Mutex<HashSet<String>>>,
 }
 
 /// The scheduler's clients of metadata (one lazy channel).
@@ -89,6 +95,28 @@ struct Scope {
     prefix: String,
     inputs_uri: String,
 }
+
+/// Membership of [`App::starting`] for as long as it is held.
+struct Starting {
+    set: Arc<std::sync::Mutex<HashSet<String>>>,
+    key: String,
+}
+
+impl Starting {
+    fn enter(set: &Arc<std::sync::Mutex<HashSet<String>>>, key: String) -> Starting {
+        set.lock().expect("starting set").insert(key.clone());
+        Starting { set: set.clone(), key }
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        self.set.lock().expect("starting set").remove(&self.key);
+    }
+}
+
+/// The task type of flytekit's `ContainerTask`.
+const RAW_CONTAINER: &str = "raw-container";
 
 fn key(id: &WorkflowExecutionIdentifier) -> String {
     format!("{}.{}.{}", id.project, id.domain, id.name)
@@ -157,7 +185,26 @@ impl App {
             closures: Arc::default(),
             dynamics: Arc::default(),
             array_inputs: Arc::default(),
+            stages: Default::default(),
+            starting: Arc::default(),
         }
+    }
+
+    /// Publishes on the bus, timed (`publish`).
+    async fn publish(&self, env: &Envelope) -> Result<(), Error> {
+        let t = std::time::Instant::now();
+        let published = self.bus.publish(env).await;
+        self.stages.lap("publish", t);
+        published?;
+        Ok(())
+    }
+
+    /// Writes to the store, timed (`store_put`).
+    async fn put(&self, uri: &str, bytes: Vec<u8>) -> Result<(), Error> {
+        let t = std::time::Instant::now();
+        let put = self.blob.put(uri, bytes).await;
+        self.stages.lap("store_put", t);
+        Ok(put?)
     }
 
     async fn closure(&self, uri: &str) -> Result<Arc<Loaded>, Error> {
@@ -179,6 +226,7 @@ impl App {
         if self.kv.get(&key(&id)).await?.is_some() {
             return Ok(());
         }
+        let _starting = Starting::enter(&self.starting, key(&id));
         let loaded = self.closure(&cmd.closure_uri).await?;
         let catalog = match &*loaded {
             Ok(c) => c,
@@ -253,11 +301,21 @@ impl App {
 
     /// Applies an input to a stored execution with compare-and-set, retrying on conflicts.
     pub async fn apply(&self, id: &WorkflowExecutionIdentifier, input: Input) -> Result<(), Error> {
+        while self.starting.lock().expect("starting set").contains(&key(id)) {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
         for _ in 0..CAS_RETRIES {
+            let t = std::time::Instant::now();
             let Some(entry) = self.kv.get(&key(id)).await? else {
+                if matches!(input, Input::Attempt { .. }) {
+                    // Another replica may still be starting it (its tasks can finish before its
+                    // state is stored): try again shortly, within the delivery limit.
+                    return Err(Error::NotYet(std::time::Duration::from_millis(500)));
+                }
                 tracing::warn!(execution = %key(id), "input for an execution the scheduler never started; ignored");
                 return Ok(());
             };
+            let t = self.stages.lap("state_get", t);
             let mut stored: Stored = serde_json::from_slice(&entry.value)
                 .map_err(|e| Error::Corrupt(format!("state of {}: {e}", key(id))))?;
             let cmd = ExecuteCommand::decode(
@@ -266,11 +324,16 @@ impl App {
             .map_err(|e| Error::Corrupt(e.to_string()))?;
             let loaded = self.closure(&cmd.closure_uri).await?;
             let Ok(catalog) = &*loaded else { return Ok(()) };
+            let t = self.stages.lap("state_decode", t);
             if !self.decide_and_perform(&cmd, catalog, &mut stored.state, input.clone()).await? {
                 return Ok(());
             }
+            let t = self.stages.lap("decide_and_effects", t);
             let bytes = Bytes::from(serde_json::to_vec(&stored).map_err(|e| Error::Corrupt(e.to_string()))?);
-            match self.kv.update(&key(id), bytes, entry.revision).await {
+            let t = self.stages.lap("state_encode", t);
+            let updated = self.kv.update(&key(id), bytes, entry.revision).await;
+            self.stages.lap("state_put", t);
+            match updated {
                 Ok(_) => return Ok(()),
                 Err(e) if e.is_conflict() => continue,
                 Err(e) => return Err(e.into()),
@@ -289,10 +352,14 @@ impl App {
                     Some(event::task_execution_event::OutputResult::OutputUri(u)) => u.clone(),
                     _ => String::new(),
                 };
-                // a dynamic task leaves futures.pb (its workflow) instead of outputs
+                // a dynamic task leaves futures.pb (its workflow) instead of outputs; a raw
+                // container cannot (the executor writes only outputs.pb or error.pb for it), which
+                // saves a store round trip per task
                 match uri.strip_suffix("/outputs.pb") {
                     Some(dir)
-                        if self.blob.exists(&format!("{dir}/futures.pb")).await? && !self.blob.exists(&uri).await? =>
+                        if ev.task_type != RAW_CONTAINER
+                            && self.blob.exists(&format!("{dir}/futures.pb")).await?
+                            && !self.blob.exists(&uri).await? =>
                     {
                         Outcome::Dynamic
                     }
@@ -412,7 +479,7 @@ impl App {
                     match self.resolve(state, &scope, &plan.inputs).await? {
                         Ok(inputs) => {
                             // the branch's inputs are written like any node's, for the API to show
-                            self.blob.put(&layout::inputs(prefix, &node_id), inputs.encode_to_vec()).await?;
+                            self.put(&layout::inputs(prefix, &node_id), inputs.encode_to_vec()).await?;
                             let decision = crate::domain::conditions::choose(&node_id, branch, &inputs);
                             followups.push(Input::Branch { node_id, decision });
                         }
@@ -439,7 +506,7 @@ impl App {
                         },
                         _ => None,
                     };
-                    self.blob.put(&layout::inputs(prefix, &node_id), inputs.encode_to_vec()).await?;
+                    self.put(&layout::inputs(prefix, &node_id), inputs.encode_to_vec()).await?;
                     followups.push(Input::Prepared { node_id, size });
                 }
                 Effect::Compile { node_id, attempt } => {
@@ -461,7 +528,7 @@ impl App {
                         }
                     };
                     match self.resolve(state, &scope, &bindings).await? {
-                        Ok(map) => self.blob.put(&uri, map.encode_to_vec()).await?,
+                        Ok(map) => self.put(&uri, map.encode_to_vec()).await?,
                         Err(message) => {
                             // cannot happen for a compiled workflow whose nodes all succeeded; fail loudly
                             return Err(Error::Corrupt(format!("outputs of {} {owner:?}: {message}", key(&id))));
@@ -633,7 +700,7 @@ impl App {
             Err(e) => return Ok(Err(format!("the dynamic workflow of node {node_id} does not compile: {e}"))),
         };
         let uri = format!("{dir}/futures_compiled.pb");
-        self.blob.put(&uri, closure.encode_to_vec()).await?;
+        self.put(&uri, closure.encode_to_vec()).await?;
         Ok(Ok(uri))
     }
 
@@ -656,7 +723,7 @@ impl App {
             Ok(inputs) => inputs,
             Err(message) => return Ok(Some(Input::InputsFailed { node_id: node_id.into(), message })),
         };
-        self.blob.put(&layout::inputs(Self::prefix(cmd), node_id), inputs.encode_to_vec()).await?;
+        self.put(&layout::inputs(Self::prefix(cmd), node_id), inputs.encode_to_vec()).await?;
         let (signal_id, signal_type) = match gate {
             Gate::Sleep { duration } => {
                 self.wake_at(&id, node_id, duration, "sleep").await?;
@@ -706,7 +773,7 @@ impl App {
                 reason: reason.to_string(),
             })),
         };
-        self.bus.publish(&env).await?;
+        self.publish(&env).await?;
         Ok(())
     }
 
@@ -738,7 +805,7 @@ impl App {
             Gate::Sleep { .. } => LiteralMap::default(),
         };
         let uri = layout::outputs(prefix, node_id, 0);
-        self.blob.put(&uri, outputs.encode_to_vec()).await?;
+        self.put(&uri, outputs.encode_to_vec()).await?;
         Ok(Ok(uri))
     }
 
@@ -836,7 +903,7 @@ impl App {
             Ok(inputs) => inputs,
             Err(message) => return Ok(Input::InputsFailed { node_id: node_id.into(), message }),
         };
-        self.blob.put(&layout::inputs(Self::prefix(cmd), node_id), inputs.encode_to_vec()).await?;
+        self.put(&layout::inputs(Self::prefix(cmd), node_id), inputs.encode_to_vec()).await?;
         let key = cache::key(task_id, &spec, &task.interface.clone().unwrap_or_default(), &inputs);
         let answer = |result| Input::Cache { node_id: node_id.into(), key: key.clone(), result };
         let overwrite = cmd.spec.as_ref().is_some_and(|s| s.overwrite_cache);
@@ -928,7 +995,7 @@ impl App {
             Ok(inputs) => inputs,
             Err(message) => return Ok(Some(Input::InputsFailed { node_id: node_id.into(), message })),
         };
-        self.blob.put(&layout::inputs(Self::prefix(cmd), node_id), inputs.encode_to_vec()).await?;
+        self.put(&layout::inputs(Self::prefix(cmd), node_id), inputs.encode_to_vec()).await?;
         let child = child_execution(cmd, catalog, state, node_id).expect("a launch plan node");
         let parent_meta = cmd.spec.as_ref().and_then(|s| s.metadata.clone()).unwrap_or_default();
         let spec = admin::ExecutionSpec {
@@ -1030,7 +1097,7 @@ impl App {
                 })
                 .collect(),
         };
-        self.blob.put(&layout::outputs(prefix, node_id, 0), map.encode_to_vec()).await?;
+        self.put(&layout::outputs(prefix, node_id, 0), map.encode_to_vec()).await?;
         Ok(())
     }
 
@@ -1111,7 +1178,7 @@ impl App {
             }
             inputs_uri = layout::inputs(prefix, &format!("{array_id}-{index}"));
             if attempt == 0 || !self.blob.exists(&inputs_uri).await? {
-                self.blob.put(&inputs_uri, own.encode_to_vec()).await?;
+                self.put(&inputs_uri, own.encode_to_vec()).await?;
             }
             extra_env.push(("BATCH_JOB_ARRAY_INDEX_OFFSET".to_string(), format!("-{index}")));
         }
@@ -1122,7 +1189,7 @@ impl App {
                     if let Some(err) = failure_input(catalog, state, node_id, task) {
                         map.literals.insert("err".into(), err);
                     }
-                    self.blob.put(&inputs_uri, map.encode_to_vec()).await?
+                    self.put(&inputs_uri, map.encode_to_vec()).await?
                 }
                 Err(message) => return Ok(Err(message)),
             }
@@ -1173,7 +1240,7 @@ impl App {
             source: "scheduler".into(),
             body: Some(Body::TaskRun(run)),
         };
-        self.bus.publish(&env).await?;
+        self.publish(&env).await?;
         Ok(Ok(()))
     }
 
@@ -1200,7 +1267,7 @@ impl App {
                 output_result,
             })),
         };
-        self.bus.publish(&env).await?;
+        self.publish(&env).await?;
         if phase.is_terminal() {
             self.tell_parent(cmd, phase, failure).await?;
         }
@@ -1291,7 +1358,7 @@ impl App {
                 ..Default::default()
             })),
         };
-        self.bus.publish(&env).await?;
+        self.publish(&env).await?;
         Ok(())
     }
 }

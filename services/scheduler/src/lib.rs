@@ -103,6 +103,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     // metadata's event sink.
     let mut registry = aloft_runtime::metrics::registry("scheduler");
     let grpc_metrics = aloft_runtime::metrics::GrpcMetrics::register(&mut registry);
+    app.stages.register(&mut registry, "scheduler");
     let lag = aloft_bus::LagGauges::register(&mut registry);
     let probes = vec![consumer.lag_probe(), events.lag_probe()];
     let lag_task = aloft_bus::watch_lag(probes, lag, std::time::Duration::from_secs(5), shutdown.clone());
@@ -144,13 +145,17 @@ async fn consume(app: app::App, consumer: aloft_bus::Consumer, shutdown: Shutdow
     use aloft_bus::Handled;
     use aloft_proto::aloft::v1::envelope::Body;
     consumer
-        .process(32, &shutdown, |envelope| {
+        .process_by_key(32, CONCURRENCY, &shutdown, aloft_bus::execution_key, |envelope| {
             let app = app.clone();
             async move {
                 let result = match &envelope.body {
                     Some(Body::Execute(cmd)) => app.execute(cmd).await,
                     Some(Body::Abort(cmd)) => app.abort(cmd).await,
-                    Some(Body::TaskEvent(ev)) => app.task_event(ev).await,
+                    Some(Body::TaskEvent(ev)) => {
+                        // from the executor's publish to this handler: bus, then this loop's queue
+                        app.stages.since_stamp("event_hop", envelope.created_at);
+                        app.task_event(ev).await
+                    }
                     Some(Body::Signal(notice)) => app.signal(notice).await,
                     Some(Body::Wake(wake)) => app.wake(wake).await,
                     _ => Ok(()),
@@ -165,6 +170,11 @@ async fn consume(app: app::App, consumer: aloft_bus::Consumer, shutdown: Shutdow
         })
         .await;
 }
+
+/// How many executions one scheduler loop advances at once. Each step is mostly waiting on the
+/// bus, the state bucket and the store, so a few in flight keep both cores busy; one execution's
+/// messages stay in order (and the state's compare-and-set catches anything else).
+const CONCURRENCY: usize = 16;
 
 /// A lazy channel to metadata, with timeouts so a hung metadata delays work (the message is
 /// retried) instead of stopping a loop.
