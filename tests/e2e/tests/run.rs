@@ -385,6 +385,20 @@ async fn raw_container_task() -> Result<()> {
     s.stop().await
 }
 
+/// A fan-out of 100 raw tasks that end within milliseconds: the first ones finish while the
+/// scheduler is still starting the execution, and their events must not be lost (they were, until
+/// the workload benchmark's W2 found it: the execution then never ended).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_fan_out_of_raw_tasks() -> Result<()> {
+    let s = Stack::start(Store::Local).await?;
+    let out = s.run_ok("fan100", "container.py", "raw_fan_out", &[]).await?;
+    let f = s.inspect("fan100").await?;
+    expect(&f, "/phase", json!("SUCCEEDED"))?;
+    ensure!(all_nodes_succeeded_once(&f)? == 101, "101 task nodes expected\n{f:#}");
+    report("raw_fan_out", &[("pyflyte run --wait raw_fan_out (101 tasks)", out.elapsed)]);
+    s.stop().await
+}
+
 /// The fixture is valid flytekit code: its own pytest file runs the workflows locally.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_fixture_runs_locally() -> Result<()> {
