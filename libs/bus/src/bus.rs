@@ -46,6 +46,30 @@ pub struct Published {
     pub duplicate: bool,
 }
 
+/// A message sent with [`Bus::send`] whose storage is not confirmed yet.
+pub struct Unconfirmed {
+    ack: jetstream::context::PublishAckFuture,
+    id: String,
+    subject: String,
+}
+
+impl std::fmt::Debug for Unconfirmed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unconfirmed").field("id", &self.id).field("subject", &self.subject).finish_non_exhaustive()
+    }
+}
+
+impl Unconfirmed {
+    /// Waits for the PubAck: only it says the message is stored (and whether it was a duplicate).
+    pub async fn confirm(self) -> Result<Published> {
+        let Unconfirmed { ack, id, subject } = self;
+        let ack =
+            ack.await.map_err(|e| Error::Publish { id: id.clone(), subject: subject.clone(), source: Box::new(e) })?;
+        tracing::debug!(%subject, id, stream = %ack.stream, sequence = ack.sequence, duplicate = ack.duplicate, "published");
+        Ok(Published { subject, stream: ack.stream, sequence: ack.sequence, duplicate: ack.duplicate })
+    }
+}
+
 impl Bus {
     /// Validates the config and connects, failing within `connect_timeout` (with the URL in the
     /// error) when the server is unreachable. Does not create streams: call [`Bus::ensure`].
@@ -134,6 +158,19 @@ impl Bus {
     /// An empty context means the current span's (so [`Bus::publish`] passes on the trace of
     /// the request or message being handled).
     pub async fn publish_with_trace(&self, envelope: &Envelope, trace: &TraceContext) -> Result<Published> {
+        self.send_with_trace(envelope, trace).await?.confirm().await
+    }
+
+    /// Sends `envelope` without waiting for the server to store it: the first half of
+    /// [`Bus::publish`]. Messages sent one after another on this bus are stored in that order, so
+    /// a handler that publishes several can send them all and then [`Unconfirmed::confirm`] each,
+    /// paying one round trip instead of one per message. Nothing is known to be stored before
+    /// its confirmation.
+    pub async fn send(&self, envelope: &Envelope) -> Result<Unconfirmed> {
+        self.send_with_trace(envelope, &TraceContext::default()).await
+    }
+
+    async fn send_with_trace(&self, envelope: &Envelope, trace: &TraceContext) -> Result<Unconfirmed> {
         let subject = self.topology.subject_for(envelope)?;
         let id = message_id(envelope)?;
         let mut message = PublishMessage::build().payload(envelope.encode_to_vec().into()).message_id(id);
@@ -147,22 +184,12 @@ impl Bus {
         for (name, value) in trace.to_headers() {
             message = message.header(name, value);
         }
-        let publish_error = |e: Box<dyn std::error::Error + Send + Sync>| Error::Publish {
+        let ack = self.js.send_publish(subject.clone(), message).await.map_err(|e| Error::Publish {
             id: id.to_string(),
             subject: subject.clone(),
-            source: e,
-        };
-        // The first await sends; the second waits for the PubAck. Only the PubAck says the
-        // message is stored (and whether it was a duplicate).
-        let ack = self
-            .js
-            .send_publish(subject.clone(), message)
-            .await
-            .map_err(|e| publish_error(Box::new(e)))?
-            .await
-            .map_err(|e| publish_error(Box::new(e)))?;
-        tracing::debug!(%subject, id, stream = %ack.stream, sequence = ack.sequence, duplicate = ack.duplicate, "published");
-        Ok(Published { subject, stream: ack.stream, sequence: ack.sequence, duplicate: ack.duplicate })
+            source: Box::new(e),
+        })?;
+        Ok(Unconfirmed { ack, id: id.to_string(), subject })
     }
 
     /// Creates (or updates to this config) the durable pull consumer `name` on a stream and

@@ -18,7 +18,7 @@ mod lag;
 mod topology;
 mod trace;
 
-pub use bus::{Bus, MSG_ID_HEADER, Published};
+pub use bus::{Bus, MSG_ID_HEADER, Published, Unconfirmed};
 pub use config::BusConfig;
 pub use consumer::{Consumer, Deliveries, Delivery, Handled, KeepAlive, execution_key};
 pub use error::{BoxError, Error, Result};

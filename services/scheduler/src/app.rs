@@ -3,6 +3,7 @@
 //! compare-and-set, then ack. Effects come before the state write, and all are idempotent, so a
 //! crash anywhere replays the same decision instead of losing or duplicating work.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -94,6 +95,11 @@ pub struct Metadata {
 struct Scope {
     prefix: String,
     inputs_uri: String,
+}
+
+tokio::task_local! {
+    /// Messages sent while one input is applied, not yet confirmed (see [`App::publish`]).
+    static UNCONFIRMED: RefCell<Vec<aloft_bus::Unconfirmed>>;
 }
 
 /// Membership of [`App::starting`] for as long as it is held.
@@ -190,12 +196,17 @@ impl App {
         }
     }
 
-    /// Publishes on the bus, timed (`publish`).
+    /// Publishes on the bus, timed (`publish`). While one input is applied ([`App::decide_and_perform`])
+    /// the message is only sent, and its storage confirmed with the others' before the state is
+    /// stored: one round trip for all of a step's messages.
     async fn publish(&self, env: &Envelope) -> Result<(), Error> {
         let t = std::time::Instant::now();
-        let published = self.bus.publish(env).await;
+        let mut sent = Some(self.bus.send(env).await?);
+        let _ = UNCONFIRMED.try_with(|u| u.borrow_mut().push(sent.take().expect("sent once")));
+        if let Some(sent) = sent {
+            sent.confirm().await?;
+        }
         self.stages.lap("publish", t);
-        published?;
         Ok(())
     }
 
@@ -588,6 +599,29 @@ impl App {
     /// on `state`, which the caller then stores in one compare-and-set. Returns whether anything
     /// happened.
     async fn decide_and_perform(
+        &self,
+        cmd: &ExecuteCommand,
+        base: &Catalog,
+        state: &mut ExecState,
+        input: Input,
+    ) -> Result<bool, Error> {
+        let (changed, sent) = UNCONFIRMED
+            .scope(RefCell::new(Vec::new()), async {
+                let changed = self.decide_and_perform_now(cmd, base, state, input).await;
+                (changed, UNCONFIRMED.with(|u| u.take()))
+            })
+            .await;
+        // Every message of this step is stored before the caller stores the state (if one is
+        // lost, the step is retried and sends them again under the same ids).
+        let t = std::time::Instant::now();
+        for message in sent {
+            message.confirm().await?;
+        }
+        self.stages.lap("publish_confirm", t);
+        changed
+    }
+
+    async fn decide_and_perform_now(
         &self,
         cmd: &ExecuteCommand,
         base: &Catalog,
