@@ -147,6 +147,39 @@ def _preload():
             importlib.import_module(name)
         except ImportError:
             pass
+    _share_botocore_data()
+
+
+def _share_botocore_data():
+    """Loads botocore's S3 model and endpoint data once, here, for every task.
+
+    Each task's first S3 call builds a new botocore session, and each session parses the same JSON
+    data files again with its own loader: about 150 ms of the ~285 ms a task on an S3 store spent
+    on its first read (measured by bench/workloads.py, separate mode). The loader's cache is data
+    only, read and never changed by botocore, so the children forked from here share one
+    pre-filled loader. A task that names its own data path (AWS_DATA_PATH) gets a fresh loader."""
+    try:
+        import botocore.loaders
+        import botocore.session
+    except ImportError:
+        return
+    loader = botocore.loaders.create_loader()
+    for name in ("endpoints", "partitions", "sdk-default-configuration", "_retry"):
+        try:
+            loader.load_data(name)
+        except Exception:  # noqa: BLE001 - an older botocore without that file: nothing to share
+            pass
+    for kind in ("service-2", "endpoint-rule-set-1"):
+        try:
+            loader.load_service_model("s3", kind)
+        except Exception:  # noqa: BLE001
+            pass
+    fresh = botocore.session.create_loader
+
+    def shared(search_path_string=None):
+        return loader if search_path_string is None else fresh(search_path_string)
+
+    botocore.session.create_loader = shared
 
 
 def _reinit():
