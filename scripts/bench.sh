@@ -23,8 +23,7 @@ if [ "${ALOFT_BENCH_PEERS:-1}" != 0 ]; then
     peers+=("$name=$venv/bin/python:bench/peers/${name}_bench.py")
   done < <(bash bench/peers/setup.sh)
 fi
-# the dev tools' nats-server is also the one `aloft up` starts; pyflyte comes from the venv
-nats=$(ls -d "${DEV_DEPS_TOOLS:-$HOME/.cache/aloft/dev-deps}"/nats-server-* | tail -1)
-export PATH=$nats:$ALOFT_PYTHON_VENV/bin:$PATH
+# `aloft up` starts the env's ALOFT_NATS_SERVER; pyflyte comes from the venv
+export PATH=$ALOFT_PYTHON_VENV/bin:$PATH
 exec "$ALOFT_PYTHON_VENV/bin/python" bench/workloads.py --venv "$ALOFT_PYTHON_VENV" \
   --peers "$(IFS=,; echo "${peers[*]}")" --command "scripts/bench.sh${*:+ $*}" "$@"

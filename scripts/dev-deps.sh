@@ -338,6 +338,7 @@ export PGUSER=$PG_USER
 export PGPASSWORD=$PG_PASSWORD
 export PGDATABASE=$PG_DB
 export ALOFT_PYTHON_VENV=$VENV
+export ALOFT_NATS_SERVER=$NATS_BIN
 EOF
 mv -f "$DIR/env.tmp" "$DIR/env"
 ms=$(( ($(date +%s%N) - T0) / 1000000 ))

@@ -20,8 +20,7 @@ cargo nextest run --workspace --all-targets --no-fail-fast "$@"
 if [ $# -eq 0 ]; then
   # shellcheck disable=SC1091
   source "$dir/env"
-  nats=$(ls -d "${DEV_DEPS_TOOLS:-$HOME/.cache/aloft/dev-deps}"/nats-server-* | tail -1)
-  PATH=$nats:$ALOFT_PYTHON_VENV/bin:$PATH "$ALOFT_PYTHON_VENV/bin/python" bench/workloads.py --release target/debug \
+  PATH=$ALOFT_PYTHON_VENV/bin:$PATH "$ALOFT_PYTHON_VENV/bin/python" bench/workloads.py --release target/debug \
     --venv "$ALOFT_PYTHON_VENV" --workloads W1 --repeat 1 --no-report --json target/bench/smoke.json >/dev/null
   echo "bench/workloads.py smoke run: ok (target/bench/smoke.json)"
 fi
