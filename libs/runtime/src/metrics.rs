@@ -275,7 +275,7 @@ pub const STAGE_BUCKETS: &[f64] =
 /// Label of [`Stages`]: which step (a fixed name chosen by the code, never data).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct StageLabels {
-    /// e.g. `spawn`, `kv_update`, `bus_hop`.
+    /// e.g. `spawn`, `state_put`, `event_hop`.
     pub stage: &'static str,
 }
 
