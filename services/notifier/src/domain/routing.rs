@@ -199,12 +199,7 @@ pub fn route(
         None => default_policy(domain, config),
     };
     if policy.wants(phase) {
-        let channel = project_labels
-            .get(LABEL_CHANNEL)
-            .filter(|c| !c.trim().is_empty())
-            .cloned()
-            .or_else(|| config.default_channel.clone());
-        match channel.and_then(|c| parse_recipient(&c, &config.users)) {
+        match project_channel(project_labels, config) {
             Some(d) => out.add(d, format!("project policy {policy_source}")),
             None => out.notes.push(format!(
                 "project policy {policy_source} wants {phase} but the project has no {LABEL_CHANNEL} label and no \
@@ -213,6 +208,17 @@ pub fn route(
         }
     }
     out
+}
+
+/// The project's team channel: its `slack-channel` label, else `routing.default_channel`, as a
+/// destination (None when neither is set or the text is not a channel or user).
+pub fn project_channel(project_labels: &BTreeMap<String, String>, config: &RoutingConfig) -> Option<Destination> {
+    project_labels
+        .get(LABEL_CHANNEL)
+        .filter(|c| !c.trim().is_empty())
+        .cloned()
+        .or_else(|| config.default_channel.clone())
+        .and_then(|c| parse_recipient(&c, &config.users))
 }
 
 fn default_policy(domain: &str, config: &RoutingConfig) -> (Policy, String) {

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::message::{MAX_HEADER, MAX_SECTION, Message};
 use super::notice::execution_link;
-use super::routing::{Destination, LABEL_CHANNEL, LABEL_TEAM, Routing, RoutingConfig, parse_recipient};
+use super::routing::{Destination, LABEL_CHANNEL, LABEL_TEAM, Routing, RoutingConfig, project_channel};
 use super::text::{escape, human_duration, truncate};
 
 /// The pseudo-phase breach deliveries are recorded under.
@@ -25,12 +25,7 @@ pub fn route(
     project_labels: &BTreeMap<String, String>,
     config: &RoutingConfig,
 ) -> (Option<Destination>, Option<String>) {
-    let channel = project_labels
-        .get(LABEL_CHANNEL)
-        .filter(|c| !c.trim().is_empty())
-        .cloned()
-        .or_else(|| config.default_channel.clone());
-    match channel.and_then(|c| parse_recipient(&c, &config.users)) {
+    match project_channel(project_labels, config) {
         Some(d) => (Some(d), None),
         None => (
             None,
