@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 
 use aloft_proto::aloft::v1::ListDeliveriesRequest;
 use aloft_proto::aloft::v1::notifier_service_client::NotifierServiceClient;
-use aloft_proto::flyteidl::admin::{Labels, Project, ProjectRegisterRequest};
 use aloft_proto::flyteidl::core::WorkflowExecutionIdentifier;
-use aloft_proto::flyteidl::service::admin_service_client::AdminServiceClient;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -110,21 +108,8 @@ async fn a_failing_and_a_succeeding_run_reach_the_team_channel() -> Result<()> {
     let (webhook, received) = http_sink::http_sink().await?;
 
     // The team's project, with its labels: owner, channel, and "everything in development".
-    let mut admin = AdminServiceClient::new(
-        tonic::transport::Channel::from_shared(format!("http://{}", s.metadata.endpoint()))?.connect().await?,
-    );
-    let labels = [("team", "ml-platform"), ("slack-channel", "ml-alerts"), ("notify-development", "all")];
-    admin
-        .register_project(ProjectRegisterRequest {
-            project: Some(Project {
-                id: s.project.clone(),
-                name: s.project.clone(),
-                labels: Some(Labels { values: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }),
-                ..Default::default()
-            }),
-        })
-        .await
-        .context("registering the project with its labels")?;
+    s.register_project(&[("team", "ml-platform"), ("slack-channel", "ml-alerts"), ("notify-development", "all")])
+        .await?;
 
     let mut config = aloft_notifier::Config { bus: s.bus.clone(), ..Default::default() };
     config.health.listen = "127.0.0.1:0".into();

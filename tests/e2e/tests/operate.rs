@@ -18,9 +18,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use aloft_proto::flyteidl::admin::{ExecutionTerminateRequest, Labels, Project, ProjectRegisterRequest};
+use aloft_proto::flyteidl::admin::ExecutionTerminateRequest;
 use aloft_proto::flyteidl::core::WorkflowExecutionIdentifier;
-use aloft_proto::flyteidl::service::admin_service_client::AdminServiceClient;
 use anyhow::{Context, Result, bail, ensure};
 use tokio_util::sync::CancellationToken;
 
@@ -108,29 +107,6 @@ fn expect(samples: &[Sample], name: &str, with: &[(&str, &str)], want: f64) -> R
     Ok(())
 }
 
-async fn admin(s: &Stack) -> Result<AdminServiceClient<tonic::transport::Channel>> {
-    Ok(AdminServiceClient::new(
-        tonic::transport::Channel::from_shared(format!("http://{}", s.metadata.endpoint()))?.connect().await?,
-    ))
-}
-
-/// Registers the stack's project with `labels`.
-async fn register_project(s: &Stack, labels: &[(&str, &str)]) -> Result<()> {
-    admin(s)
-        .await?
-        .register_project(ProjectRegisterRequest {
-            project: Some(Project {
-                id: s.project.clone(),
-                name: s.project.clone(),
-                labels: Some(Labels { values: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }),
-                ..Default::default()
-            }),
-        })
-        .await
-        .context("registering the project with its labels")?;
-    Ok(())
-}
-
 /// A notifier on the stack's bus and database, posting `ml-alerts` to `webhook`.
 async fn notifier(s: &Stack, webhook: &str, token: &CancellationToken) -> Result<aloft_notifier::Running> {
     let mut config = aloft_notifier::Config { bus: s.bus.clone(), ..Default::default() };
@@ -147,7 +123,7 @@ async fn notifier(s: &Stack, webhook: &str, token: &CancellationToken) -> Result
 async fn every_service_serves_its_kpis_after_an_end_to_end_run() -> Result<()> {
     let s = Stack::start(Store::Local).await?;
     let (sink, received) = http_sink::http_sink().await?;
-    register_project(&s, &[("team", "ml-platform"), ("slack-channel", "ml-alerts"), ("notify-development", "all")])
+    s.register_project(&[("team", "ml-platform"), ("slack-channel", "ml-alerts"), ("notify-development", "all")])
         .await?;
     let token = CancellationToken::new();
     let notifier = notifier(&s, &sink, &token).await?;
@@ -271,7 +247,7 @@ async fn an_sla_shorter_than_a_sleeping_task_is_reported_while_it_runs() -> Resu
     .await?;
     let (webhook, received) = http_sink::http_sink().await?;
     // The project's SLA: 3 s from creation; its channel; notifications of finished runs off.
-    register_project(&s, &[("slack-channel", "ml-alerts"), ("sla-max-duration", "3s"), ("notify-development", "none")])
+    s.register_project(&[("slack-channel", "ml-alerts"), ("sla-max-duration", "3s"), ("notify-development", "none")])
         .await?;
     let token = CancellationToken::new();
     let notifier = notifier(&s, &webhook, &token).await?;
@@ -305,7 +281,7 @@ async fn an_sla_shorter_than_a_sleeping_task_is_reported_while_it_runs() -> Resu
         name: "slow1".into(),
         org: String::new(),
     };
-    let mut admin = admin(&s).await?;
+    let mut admin = s.admin().await?;
     let execution = admin
         .get_execution(aloft_proto::flyteidl::admin::WorkflowExecutionGetRequest { id: Some(id.clone()) })
         .await?

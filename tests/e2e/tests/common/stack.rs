@@ -278,6 +278,35 @@ impl Stack {
         serde_json::from_str(&out.stdout).with_context(|| format!("checker output is not JSON\n{}", out.dump()))
     }
 
+    /// A client of metadata's admin API.
+    pub async fn admin(
+        &self,
+    ) -> Result<aloft_proto::flyteidl::service::admin_service_client::AdminServiceClient<tonic::transport::Channel>>
+    {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", self.metadata.endpoint()))?;
+        Ok(aloft_proto::flyteidl::service::admin_service_client::AdminServiceClient::new(channel.connect().await?))
+    }
+
+    /// Registers the stack's project with `labels` (team, Slack channel, notification policy...).
+    pub async fn register_project(&self, labels: &[(&str, &str)]) -> Result<()> {
+        use aloft_proto::flyteidl::admin::{Labels, Project, ProjectRegisterRequest};
+        self.admin()
+            .await?
+            .register_project(ProjectRegisterRequest {
+                project: Some(Project {
+                    id: self.project.clone(),
+                    name: self.project.clone(),
+                    labels: Some(Labels {
+                        values: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                    }),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .context("registering the project with its labels")?;
+        Ok(())
+    }
+
     /// FlyteRemote: fetch, `sync(sync_nodes=True)`, report.
     pub async fn inspect(&self, name: &str) -> Result<Value> {
         self.remote("inspect", name, &[]).await
