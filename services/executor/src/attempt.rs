@@ -228,6 +228,11 @@ impl Executor {
             }
         }
         let t = self.stages.lap("collect_outputs", t);
+        if end == ProcessEnd::Interrupted {
+            // handed back to the queue: its results are not read
+            self.upload_log(cmd, scratch).await;
+            return Settle::Nak;
+        }
         // Independent store round trips, so at once: the log upload and reading the results.
         let (_, files) = tokio::join!(self.upload_log(cmd, scratch), async {
             match written {
@@ -236,9 +241,6 @@ impl Executor {
             }
         });
         self.stages.lap("log_and_results", t);
-        if end == ProcessEnd::Interrupted {
-            return Settle::Nak;
-        }
         let files = match files {
             Ok(f) => f,
             Err(message) => return self.finish(cmd, id, system_failure(message)).await,
